@@ -1,0 +1,85 @@
+"""``qkd-bench`` command line (contract in DESIGN.md).
+
+Exit codes: 0 ok / acceptance met, 1 acceptance failed (each failed criterion named), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.report import print_summary
+from bench.scenario import ScenarioError, load_scenario
+
+EXIT_OK, EXIT_ACCEPTANCE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep its usage line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="qkd-bench", description="Hardware-in-the-loop test bench and emulator for QKD links.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="replay a scenario and write DIR/report.json")
+    run.add_argument("scenario", type=Path)
+    run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-seedN)")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--fidelity", choices=("tags", "pairs", "stats"), help="override the scenario's fidelity")
+    run.add_argument("--until", type=float, metavar="SECONDS", help="stop after this many simulated seconds")
+    run.add_argument("--hardware", type=Path, metavar="FILE", help="bench.yaml: run on real instruments")
+    run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    val = sub.add_parser("validate", help="check a scenario against the schema only")
+    val.add_argument("scenario", type=Path)
+    return p
+
+
+def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from bench.runner import run_scenario  # imports the emulators; keep `validate` light
+
+    scenario = load_scenario(args.scenario)
+    if args.fidelity:
+        scenario = scenario.model_copy(update={"fidelity": args.fidelity})
+    if args.hardware is not None:
+        err.print(f"error: --hardware {args.hardware}: real-instrument runs are not available yet")
+        return EXIT_BAD_INPUT
+    if scenario.fidelity != "stats":
+        err.print(f"error: {args.scenario}: fidelity {scenario.fidelity!r} is not available yet; use 'stats'")
+        return EXIT_BAD_INPUT
+    if args.until is not None and args.until <= 0:
+        err.print(f"error: --until must be > 0 simulated seconds, got {args.until:g}")
+        return EXIT_BAD_INPUT
+    if args.seed is not None and args.seed < 0:
+        err.print(f"error: --seed must be >= 0, got {args.seed}")
+        return EXIT_BAD_INPUT
+    seed = scenario.seed if args.seed is None else args.seed
+    out_dir = args.out if args.out is not None else Path("runs") / f"{scenario.name}-seed{seed}"
+    result = run_scenario(scenario, out_dir, seed=seed, until_s=args.until, console=err,
+                          progress=not args.no_progress)
+    print_summary(result.report, out)
+    out.print(f"report: {result.report_path}")
+    return EXIT_OK if result.accepted else EXIT_ACCEPTANCE_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out, err = Console(), Console(stderr=True)
+    try:
+        if args.command == "validate":
+            scenario = load_scenario(args.scenario)
+            out.print(f"{args.scenario}: valid scenario {scenario.name!r} ({scenario.duration_s:g} s simulated, "
+                      f"{scenario.fidelity}, {len(scenario.acceptance)} acceptance criteria)", highlight=False)
+            return EXIT_OK
+        return _run(args, out, err)
+    except ScenarioError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Clock synchronisation from the photons alone: find, then track, the Alice–Bob time offset.
+
+The offset Δ is Bob's minus Alice's timestamp for the two photons of a pair (propagation difference plus
+clock phase difference). Acquisition correlates the two Z detectors over a wide range (±1.07 ms, 1 ns
+bins), tests the peak's significance against the flat accidental background, then refines with a
+picosecond histogram. Tracking (seed 000: "Coincidence histogram computed every 0.5 seconds with 4 ps
+precision") takes the background-subtracted centroid of each 0.5 s histogram, fits the drift rate over
+the recent estimates, and moves Bob's input delays to where the peak will be during the next
+acquisition. A peak that stays insignificant for a few acquisitions means sync is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.sifting import LinkChannels
+from drivers.interfaces.tagger import AcquisitionRequest, CorrelationHistogram, HistogramSpec, TimeTagger
+
+PS_PER_S = 1_000_000_000_000
+
+
+class SyncAcquisitionFailed(RuntimeError):
+    """No significant coincidence peak within the acquisition range after every attempt."""
+
+
+class SyncSettings(BaseModel):
+    """Sync loop settings; also the ``stack.sync`` section of a scenario."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    acquisition_s: float = Field(0.5, gt=0, description="integration per histogram, s (seed 000: 0.5 s)")
+    coarse_binwidth_ps: int = Field(1024, ge=1, description="bin width of the acquisition histogram, ps")
+    coarse_n_bins: int = Field(1 << 21, ge=16, description="bins of the acquisition histogram (±1.07 ms)")
+    fine_binwidth_ps: int = Field(2, ge=1, description="bin width of the tracking histogram, ps")
+    fine_n_bins: int = Field(1024, ge=16, description="bins of the tracking histogram (±1.02 ns)")
+    peak_half_width_ps: int = Field(80, ge=1, description="centroid window around the peak, ± ps")
+    min_significance: float = Field(8.0, gt=0, description="peak significance to count as found, σ")
+    lost_after: int = Field(4, ge=1, description="consecutive weak histograms before sync is lost")
+    max_acquire_attempts: int = Field(6, ge=1, description="coarse attempts, each doubling integration")
+    drift_history: int = Field(20, ge=2, description="offset estimates in the drift-rate fit")
+
+
+@dataclass(frozen=True)
+class PeakFit:
+    centre_ps: float  # background-subtracted centroid, relative to the histogram's zero
+    significance: float  # (window counts − background) / √background
+    signal_counts: float
+    background_per_bin: float
+
+
+def fit_peak(hist: CorrelationHistogram, half_width_ps: float) -> PeakFit:
+    """Locate the highest bin, then centroid the background-subtracted counts within ±half_width_ps."""
+    counts = hist.counts.astype(float)
+    centres = hist.bin_centres_ps()
+    background = float(np.median(counts))
+    peak = int(np.argmax(counts))
+    half_bins = max(1, math.ceil(half_width_ps / hist.spec.binwidth_ps))
+    lo, hi = max(0, peak - half_bins), min(counts.size, peak + half_bins + 1)
+    window = counts[lo:hi] - background
+    signal = float(window.sum())
+    expected_background = background * (hi - lo)
+    significance = signal / math.sqrt(max(expected_background, 1.0))
+    weights = np.clip(window, 0.0, None)
+    total = float(weights.sum())
+    centre = float((weights * centres[lo:hi]).sum() / total) if total > 0 else float(centres[peak])
+    return PeakFit(centre, significance, signal, background)
+
+
+class SyncTracker:
+    def __init__(self, tagger: TimeTagger, channels: LinkChannels, settings: SyncSettings) -> None:
+        self.tagger = tagger
+        self.channels = channels
+        self.settings = settings
+        self.locked = False
+        self.applied_ps = 0  # offset compensated by Bob's input delays now
+        self._history: deque[tuple[float, float]] = deque(maxlen=settings.drift_history)
+        self._weak = 0
+        self.last_fit: PeakFit | None = None
+
+    @property
+    def fine_spec(self) -> HistogramSpec:
+        s = self.settings
+        return HistogramSpec(self.channels.alice_z, self.channels.bob_z, s.fine_binwidth_ps, s.fine_n_bins)
+
+    @property
+    def estimate_ps(self) -> float | None:
+        return self._history[-1][1] if self._history else None
+
+    def drift_ps_per_s(self) -> float:
+        """Slope of the recent offset estimates (0 until there are two)."""
+        if len(self._history) < 2:
+            return 0.0
+        t, d = np.array(self._history).T
+        t = t - t.mean()
+        return float((t * (d - d.mean())).sum() / (t * t).sum())
+
+    def predict_ps(self, t_s: float) -> float:
+        if not self._history:
+            return float(self.applied_ps)
+        t_last, d_last = self._history[-1]
+        return d_last + self.drift_ps_per_s() * (t_s - t_last)
+
+    async def compensate(self, offset_ps: float) -> None:
+        """Delay Bob's channels so that an offset of ``offset_ps`` appears at zero."""
+        self.applied_ps = round(offset_ps)
+        for ch in self.channels.bob:
+            await self.tagger.set_input_delay(ch, -self.applied_ps)
+
+    async def _histogram(self, spec: HistogramSpec, duration_s: float) -> tuple[CorrelationHistogram, float]:
+        """One histogram and the loop time of its mid-point."""
+        acq = await self.tagger.acquire(AcquisitionRequest(round(duration_s * PS_PER_S), histograms=(spec,)))
+        return acq.histograms[0], asyncio.get_running_loop().time() - duration_s / 2
+
+    async def acquire(self) -> PeakFit:
+        """Find the offset with no prior knowledge; leaves the tracker locked."""
+        s = self.settings
+        self._history.clear()
+        self._weak = 0
+        await self.compensate(0)
+        coarse = HistogramSpec(self.channels.alice_z, self.channels.bob_z, s.coarse_binwidth_ps, s.coarse_n_bins)
+        duration_s = s.acquisition_s
+        for _ in range(s.max_acquire_attempts):
+            hist, _ = await self._histogram(coarse, duration_s)
+            fit = fit_peak(hist, s.coarse_binwidth_ps)
+            if fit.significance >= s.min_significance:
+                break
+            duration_s *= 2
+        else:
+            raise SyncAcquisitionFailed(
+                f"no coincidence peak above {s.min_significance:g} σ within ±{s.coarse_n_bins // 2 * s.coarse_binwidth_ps / 1e6:g} µs "
+                f"after {s.max_acquire_attempts} attempts (last {fit.significance:.1f} σ)")
+        await self.compensate(fit.centre_ps)
+        fine, t_mid_s = await self._histogram(self.fine_spec, s.acquisition_s)
+        if self.update(fine, t_mid_s) is None:
+            raise SyncAcquisitionFailed(
+                f"coarse peak found but fine peak only {self.last_fit.significance:.1f} σ")  # type: ignore[union-attr]
+        self.locked = True
+        return self.last_fit  # type: ignore[return-value]
+
+    def update(self, hist: CorrelationHistogram, t_mid_s: float) -> float | None:
+        """Take one tracking histogram measured around ``applied_ps``, mid-acquisition at ``t_mid_s``.
+
+        Returns the new offset estimate in ps, or None when the peak was too weak to use (``last_fit``
+        holds the fit either way).
+        """
+        s = self.settings
+        fit = self.last_fit = fit_peak(hist, s.peak_half_width_ps)
+        if fit.significance < s.min_significance:
+            self._weak += 1
+            if self._weak >= s.lost_after:
+                self.locked = False
+            return None
+        self._weak = 0
+        estimate = self.applied_ps + fit.centre_ps
+        self._history.append((t_mid_s, estimate))
+        return estimate

@@ -1,0 +1,1 @@
+"""Device-role contracts (``drivers.interfaces``), their error hierarchy and, later, real instrument drivers."""
