@@ -34,11 +34,11 @@ class Rig:
     detectors: dict[str, DetectorSystem]
     channels: LinkChannels
     total_loss_db: float
-    _tagger: EmulatedLinkTagger
+    emulator: EmulatedLinkTagger  # hidden truth: for reports and tests, never for the stack
 
     def sync_truth(self) -> tuple[np.ndarray, np.ndarray]:
         """(mid-acquisition time in s, true mean Alice–Bob offset in ps) of every acquisition so far."""
-        log = self._tagger.truth_log
+        log = self.emulator.truth_log
         t_mid_s = np.array([(a.start_ps + a.end_ps) / 2 / PS_PER_S for a in log])
         return t_mid_s, np.array([a.mean_offset_ps for a in log])
 
@@ -81,7 +81,7 @@ def build_emulated_rig(scenario: Scenario, seed: int) -> Rig:
         detectors=detectors,
         channels=channels,
         total_loss_db=physics.total_loss_db(),
-        _tagger=tagger,
+        emulator=tagger,
     )
 
 

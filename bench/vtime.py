@@ -99,10 +99,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, env: simpy.Environment | None = None, *, idle_timeout_s: float = 2.0) -> None:
         self.env = env if env is not None else simpy.Environment()
-        if not isinstance(self.env.now, int):
-            raise TypeError("the SimPy environment of a VirtualTimeLoop must count integer picoseconds")
         super().__init__(_VirtualSelector(self.env, idle_timeout_s))
         self._clock_resolution = 1e-9
+        if not isinstance(self.env.now, int):
+            self.close()
+            raise TypeError("the SimPy environment of a VirtualTimeLoop must count integer picoseconds")
 
     def time(self) -> float:
         return self.env.now / PS_PER_S

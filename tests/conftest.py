@@ -1,0 +1,23 @@
+"""Shared fixtures: the shipped smoke scenario and an emulated rig built from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.rig import Rig, build_emulated_rig
+from bench.scenario import Scenario, load_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "scenarios" / "smoke-50km-1h.yaml"
+
+
+@pytest.fixture(scope="session")
+def smoke() -> Scenario:
+    return load_scenario(SMOKE)
+
+
+@pytest.fixture
+def rig(smoke: Scenario) -> Rig:
+    return build_emulated_rig(smoke, seed=smoke.seed)
