@@ -72,9 +72,9 @@ def test_exception_in_background_task_fails_the_run_at_once() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        loop.create_task(broken(), name="broken")
-        loop.create_task(ticker(), name="ticker")
+        background = [loop.create_task(broken(), name="broken"), loop.create_task(ticker(), name="ticker")]
         await asyncio.Event().wait()
+        del background
 
     wall0 = vtime.wall_clock_s()
     with pytest.raises(ValueError, match="detector rack on fire") as info:

@@ -1,0 +1,241 @@
+"""Emulated link physics against analytic expectations; tolerances are k standard errors of the sample."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy.special import erf
+
+from bench import vtime
+from bench.rig import Rig, build_emulated_rig
+from bench.scenario import Scenario
+from drivers.errors import DriverError, SetpointOutOfRange
+from drivers.interfaces import AcquisitionRequest, CoincidenceSpec, HistogramSpec
+from emulators.link import tri
+
+K_SIGMA = 5.0
+ACQ_PS = 500_000_000_000
+
+
+def _run(rig: Rig, coro):  # type: ignore[no-untyped-def]
+    return vtime.run(coro, rig.env)
+
+
+def _z_spec(rig: Rig) -> CoincidenceSpec:
+    c = rig.channels
+    return CoincidenceSpec(((c.alice_z, c.bob_z),), window_ps=120, time_bin_ps=400)
+
+
+async def _centre_on_truth(rig: Rig, extra_ps: int = 0) -> None:
+    """Compensate the true offset exactly (the stack's job; here from the hidden truth)."""
+    offset = rig.emulator.link.offset_ps(rig.emulator.world.now_ps)
+    for ch in rig.channels.bob:
+        await rig.tagger.set_input_delay(ch, -round(offset) + extra_ps)
+
+
+def test_total_loss_is_the_scenarios_33_5_db(rig: Rig) -> None:
+    assert rig.total_loss_db == pytest.approx(33.5, abs=0.01)
+
+
+def test_pair_rate_is_proportional_to_pump_power(rig: Rig) -> None:
+    source_rate = rig.emulator.link.source.pair_rate_hz
+
+    async def main() -> tuple[float, float]:
+        before = source_rate()
+        await rig.pump.set_power(2.5)
+        await asyncio.sleep(5.0)  # > settling time
+        return before, source_rate()
+
+    before, after = _run(rig, main())
+    assert after / before == pytest.approx(0.5, rel=1e-6)
+
+
+def test_expected_z_coincidences_match_closed_form(rig: Rig) -> None:
+    link = rig.emulator.link
+    c = rig.channels
+    sigma = link.pair_sigma_ps(c.alice_z, c.bob_z)
+    expected = link.expected_coincidences(c.alice_z, c.bob_z, 120, 400, 0.0, 0.0, 1.0)
+    true_rate = (link.source.pair_rate_hz() * link.node_transmission("alice") * link.node_transmission("bob")
+                 * 0.5 * 0.5)
+    in_window = erf(60 / (sigma * math.sqrt(2)))
+    accidental = link.singles_rate_hz(c.alice_z) * link.singles_rate_hz(c.bob_z) * 120e-12
+    assert expected.sum() == pytest.approx(true_rate * in_window + accidental, rel=1e-3)
+    pdf = lambda x: math.exp(-0.5 * (x / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))  # noqa: E731
+    slot_error = integrate.quad(lambda x: pdf(x) * abs(x) / 400, -60, 60)[0]
+    errors = expected[0, 1] + expected[1, 0]
+    assert errors == pytest.approx(true_rate * slot_error + accidental / 2, rel=1e-3)
+
+
+def test_tri_is_the_folded_slot_parity_probability() -> None:
+    x = np.array([0.0, 100.0, 400.0, 600.0, 800.0, -100.0])
+    assert tri(x, 400.0) == pytest.approx([0.0, 0.25, 1.0, 0.5, 0.0, 0.25])
+
+
+def test_sampled_coincidences_scatter_as_poisson_around_the_model(rig: Rig) -> None:
+    c = rig.channels
+    link = rig.emulator.link
+
+    async def main() -> tuple[np.ndarray, np.ndarray]:
+        counts, expected = [], []
+        for _ in range(20):
+            await _centre_on_truth(rig)
+            applied = -(await rig.tagger.status()).input_delays_ps[c.bob_z]
+            acq = await rig.tagger.acquire(AcquisitionRequest(ACQ_PS, coincidences=_z_spec(rig)))
+            truth = rig.emulator.truth_log[-1]
+            counts.append(acq.coincidences.counts[0])
+            expected.append(link.expected_coincidences(c.alice_z, c.bob_z, 120, 400, truth.offset_start_ps - applied,
+                                                       truth.offset_end_ps - applied, 0.5))
+        return np.array(counts).sum(axis=0), np.array(expected).sum(axis=0)
+
+    counts, expected = _run(rig, main())
+    assert np.all(np.abs(counts - expected) <= K_SIGMA * np.sqrt(expected))
+    qber = (counts[0, 1] + counts[1, 0]) / counts.sum()
+    qber_expected = (expected[0, 1] + expected[1, 0]) / expected.sum()
+    assert qber == pytest.approx(qber_expected, abs=K_SIGMA * math.sqrt(qber_expected / counts.sum()))
+
+
+def test_far_from_the_peak_only_accidentals_remain_and_parities_are_random(rig: Rig) -> None:
+    c = rig.channels
+
+    async def main() -> np.ndarray:
+        await _centre_on_truth(rig, extra_ps=20_000)  # window 20 ns off the true peak
+        acq = await rig.tagger.acquire(AcquisitionRequest(10 * ACQ_PS, coincidences=_z_spec(rig)))
+        return acq.coincidences.counts[0]
+
+    counts = _run(rig, main())
+    link = rig.emulator.link
+    accidental = link.singles_rate_hz(c.alice_z) * link.singles_rate_hz(c.bob_z) * 120e-12 * 5.0
+    assert counts.sum() == pytest.approx(accidental, abs=K_SIGMA * math.sqrt(accidental))
+    random_parity = (counts[0, 1] + counts[1, 0]) / counts.sum()
+    assert random_parity == pytest.approx(0.5, abs=K_SIGMA * 0.5 / math.sqrt(counts.sum()))
+
+
+def test_x_basis_qber_follows_the_franson_phase(smoke: Scenario) -> None:
+    def qber_x(phase_rad: float) -> float:
+        bob = smoke.link.bob.model_copy(update={"analyser": smoke.link.bob.analyser.model_copy(
+            update={"phase_rad": phase_rad})})
+        scenario = smoke.model_copy(update={"link": smoke.link.model_copy(update={"bob": bob})})
+        rig = build_emulated_rig(scenario, seed=1)
+        link, c = rig.emulator.link, rig.channels
+        e = {(a, b): link.expected_coincidences(a, b, 120, 400, 0.0, 0.0, 1.0).sum()
+             for a in (c.alice_x_plus, c.alice_x_minus) for b in (c.bob_x_plus, c.bob_x_minus)}
+        differ = e[(c.alice_x_plus, c.bob_x_minus)] + e[(c.alice_x_minus, c.bob_x_plus)]
+        return differ / sum(e.values())
+
+    assert qber_x(math.pi / 2) == pytest.approx(0.5, abs=1e-9)
+    assert qber_x(math.pi) > 0.95
+    floor = qber_x(0.0)
+    assert (1 - 0.997**2) / 2 < floor < 0.03  # visibility floor plus accidentals
+
+
+def test_histogram_peaks_at_the_true_offset(rig: Rig) -> None:
+    c = rig.channels
+    spec = HistogramSpec(c.alice_z, c.bob_z, binwidth_ps=2, n_bins=1024)
+
+    async def main() -> tuple[np.ndarray, np.ndarray, float]:
+        await _centre_on_truth(rig, extra_ps=137)
+        acq = await rig.tagger.acquire(AcquisitionRequest(ACQ_PS, histograms=(spec,)))
+        return acq.histograms[0].counts, acq.histograms[0].bin_centres_ps(), rig.emulator.truth_log[-1].mean_offset_ps
+
+    counts, centres, _ = _run(rig, main())
+    background = np.median(counts)
+    window = np.abs(centres - 137) < 100
+    signal = counts[window] - background
+    centroid = (signal * centres[window]).sum() / signal.sum()
+    sigma = rig.emulator.link.pair_sigma_ps(c.alice_z, c.bob_z)
+    assert centroid == pytest.approx(137, abs=K_SIGMA * sigma / math.sqrt(signal.sum()) + 1.0)
+
+
+def test_raw_tags_agree_with_the_stats_model(rig: Rig) -> None:
+    c = rig.channels
+    duration_ps = 10_000_000_000  # 10 ms
+
+    async def main():  # type: ignore[no-untyped-def]
+        await _centre_on_truth(rig)
+        return await rig.tagger.read_tags(duration_ps)
+
+    block = _run(rig, main())
+    link = rig.emulator.link
+    assert block.timestamps_ps.dtype == np.int64
+    assert np.all(np.diff(block.timestamps_ps) >= 0)
+    for ch in (c.alice_z, c.alice_x_plus, c.bob_z, c.bob_x_minus):
+        n = int((block.channels == ch).sum())
+        expected = link.singles_rate_hz(ch) * duration_ps / 1e12
+        assert n == pytest.approx(expected, abs=K_SIGMA * math.sqrt(expected))
+    # Our own coincidence finder on the raw stream versus the stats model's expectation.
+    a = block.timestamps_ps[block.channels == c.alice_z]
+    b = block.timestamps_ps[block.channels == c.bob_z]
+    idx = np.clip(np.searchsorted(a, b), 1, a.size - 1)
+    nearest = np.where(np.abs(b - a[idx - 1]) < np.abs(b - a[idx]), a[idx - 1], a[idx])
+    found = int((np.abs(b - nearest) <= 60).sum())
+    expected = link.expected_coincidences(c.alice_z, c.bob_z, 120, 400, 0.0, 0.0, duration_ps / 1e12).sum()
+    assert found == pytest.approx(expected, abs=K_SIGMA * math.sqrt(expected))
+
+
+def test_clocks_drift_apart_at_7_ps_per_s(rig: Rig) -> None:
+    async def main() -> float:
+        t0 = rig.emulator.world.now_ps
+        d0 = rig.emulator.link.offset_ps(t0)
+        await asyncio.sleep(100.0)
+        return (rig.emulator.link.offset_ps(rig.emulator.world.now_ps) - d0) / 100.0
+
+    rate = _run(rig, main())
+    # white FM 2e-12 at 1 s on each clock: the 100 s mean rate scatters by ~2e-12·√2/√100 s → 0.3 ps/s
+    assert rate == pytest.approx(-7.0, abs=K_SIGMA * 0.3)
+
+
+def test_steering_a_clock_changes_its_rate_and_limits_are_enforced(rig: Rig) -> None:
+    clock = rig.clocks["bob"]
+
+    async def main() -> float:
+        await clock.steer(7.0)  # cancels Bob's −3.5e-12 and Alice's +3.5e-12 on the difference
+        t0 = rig.emulator.world.now_ps
+        d0 = rig.emulator.link.offset_ps(t0)
+        await asyncio.sleep(100.0)
+        assert (await clock.status()).frequency_offset_ppt == 7.0
+        with pytest.raises(SetpointOutOfRange, match="rb-bob"):
+            await clock.steer(1e6)
+        return (rig.emulator.link.offset_ps(rig.emulator.world.now_ps) - d0) / 100.0
+
+    assert _run(rig, main()) == pytest.approx(0.0, abs=K_SIGMA * 0.3)
+
+
+def test_bad_requests_name_the_device(rig: Rig) -> None:
+    async def main() -> None:
+        with pytest.raises(SetpointOutOfRange, match="tagger-link"):
+            await rig.tagger.set_input_delay(rig.channels.bob_z, 10**13)
+        with pytest.raises(DriverError, match="tagger-link: no channel 42"):
+            await rig.tagger.acquire(AcquisitionRequest(ACQ_PS, histograms=(HistogramSpec(1, 42, 2, 64),)))
+        with pytest.raises(SetpointOutOfRange, match="pump"):
+            await rig.pump.set_power(-1.0)
+        with pytest.raises(SetpointOutOfRange, match="snspd-alice"):
+            await rig.detectors["alice"].set_bias(rig.channels.alice_z, 1e3)
+
+    _run(rig, main())
+
+
+def test_overflow_is_flagged_and_counted(smoke: Scenario) -> None:
+    tagger_cfg = smoke.link.tagger.model_copy(update={"buffer_rate_hz": 1e6})
+    scenario = smoke.model_copy(update={"link": smoke.link.model_copy(update={"tagger": tagger_cfg})})
+    rig = build_emulated_rig(scenario, seed=3)
+
+    async def main():  # type: ignore[no-untyped-def]
+        acq = await rig.tagger.acquire(AcquisitionRequest(ACQ_PS, count_channels=(rig.channels.alice_z,)))
+        return acq, await rig.tagger.status()
+
+    acq, status = _run(rig, main())
+    assert acq.overflow and acq.missed_events > 0
+    assert status.overflows == 1 and status.missed_events == acq.missed_events
+
+
+def test_same_seed_same_tags_different_seed_different_tags(smoke: Scenario) -> None:
+    def tags(seed: int) -> np.ndarray:
+        rig = build_emulated_rig(smoke, seed)
+        return vtime.run(rig.tagger.read_tags(1_000_000_000), rig.env).timestamps_ps
+
+    assert np.array_equal(tags(5), tags(5))
+    assert not np.array_equal(tags(5), tags(6))
