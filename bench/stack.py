@@ -2,9 +2,10 @@
 
 Every ``acquisition_s`` the tagger integrates one fine correlation histogram (for sync) and the
 time-bin-resolved coincidences (for key) over the same interval. While sync is locked the coincidences
-are sifted and tallied; every ``key_block_s`` of tallied time closes a key block whose secret length is
-the asymptotic R = N_z[1 − f·h(E_z) − h(E_x)]. While sync is not locked no key is counted and the stack
-reacquires. Knows only the driver contracts and the event loop's clock.
+are sifted and tallied, unless that acquisition's own peak was too weak to confirm the window; every
+``key_block_s`` of tallied time closes a key block whose secret length is the asymptotic
+R = N_z[1 − f·h(E_z) − h(E_x)]. While sync is not locked no key is counted and the stack reacquires.
+Knows only the driver contracts and the event loop's clock.
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ class LinkStack:
             acq = await self.tagger.acquire(request)
             t_mid = loop.time() - acq_s / 2
             offset_ps = self.sync.update(acq.histograms[0], t_mid)
-            self.monitor.record("sync.significance", t_mid, self.sync.last_fit.significance)  # type: ignore[union-attr]
+            assert self.sync.last_fit is not None
+            self.monitor.record("sync.significance", t_mid, self.sync.last_fit.significance)
             if not self.sync.locked:
                 self.monitor.event(loop.time(), "sync lost")
                 continue
-            if offset_ps is not None:
-                self.monitor.record("sync.offset_ps", t_mid, offset_ps)
+            if offset_ps is None:  # peak too weak to vouch for the window: no key from this acquisition
+                continue
+            self.monitor.record("sync.offset_ps", t_mid, offset_ps)
             assert acq.coincidences is not None
             self._block = self._block + sift(acq.coincidences)
             self._block_time_s += acq_s

@@ -132,16 +132,19 @@ class SyncTracker:
                 break
             duration_s *= 2
         else:
+            range_us = s.coarse_n_bins // 2 * s.coarse_binwidth_ps / 1e6
             raise SyncAcquisitionFailed(
-                f"no coincidence peak above {s.min_significance:g} σ within ±{s.coarse_n_bins // 2 * s.coarse_binwidth_ps / 1e6:g} µs "
+                f"no coincidence peak above {s.min_significance:g} σ within ±{range_us:g} µs "
                 f"after {s.max_acquire_attempts} attempts (last {fit.significance:.1f} σ)")
         await self.compensate(fit.centre_ps)
         fine, t_mid_s = await self._histogram(self.fine_spec, s.acquisition_s)
-        if self.update(fine, t_mid_s) is None:
-            raise SyncAcquisitionFailed(
-                f"coarse peak found but fine peak only {self.last_fit.significance:.1f} σ")  # type: ignore[union-attr]
+        estimate = self.update(fine, t_mid_s)
+        fit = self.last_fit
+        assert fit is not None
+        if estimate is None:
+            raise SyncAcquisitionFailed(f"coarse peak found but fine peak only {fit.significance:.1f} σ")
         self.locked = True
-        return self.last_fit  # type: ignore[return-value]
+        return fit
 
     def update(self, hist: CorrelationHistogram, t_mid_s: float) -> float | None:
         """Take one tracking histogram measured around ``applied_ps``, mid-acquisition at ``t_mid_s``.
