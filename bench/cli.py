@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _error(err: Console, message: str) -> int:
+    """One unwrapped ``error: …`` line, printed verbatim (paths may hold [brackets]); returns exit code 2."""
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_BAD_INPUT
+
+
 def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from bench.runner import run_scenario  # imports the emulators; keep `validate` light
 
@@ -46,23 +52,23 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.fidelity:
         scenario = scenario.model_copy(update={"fidelity": args.fidelity})
     if args.hardware is not None:
-        err.print(f"error: --hardware {args.hardware}: real-instrument runs are not available yet")
-        return EXIT_BAD_INPUT
+        return _error(err, f"--hardware {args.hardware}: real-instrument runs are not available yet")
     if scenario.fidelity != "stats":
-        err.print(f"error: {args.scenario}: fidelity {scenario.fidelity!r} is not available yet; use 'stats'")
-        return EXIT_BAD_INPUT
+        return _error(err, f"{args.scenario}: fidelity {scenario.fidelity!r} is not available yet; use 'stats'")
     if args.until is not None and args.until <= 0:
-        err.print(f"error: --until must be > 0 simulated seconds, got {args.until:g}")
-        return EXIT_BAD_INPUT
+        return _error(err, f"--until must be > 0 simulated seconds, got {args.until:g}")
     if args.seed is not None and args.seed < 0:
-        err.print(f"error: --seed must be >= 0, got {args.seed}")
-        return EXIT_BAD_INPUT
+        return _error(err, f"--seed must be >= 0, got {args.seed}")
     seed = scenario.seed if args.seed is None else args.seed
     out_dir = args.out if args.out is not None else Path("runs") / f"{scenario.name}-seed{seed}"
+    try:  # before the run, so that a bad --out costs nothing
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _error(err, f"--out {out_dir}: cannot use as run directory: {exc.strerror or exc}")
     result = run_scenario(scenario, out_dir, seed=seed, until_s=args.until, console=err,
                           progress=not args.no_progress)
     print_summary(result.report, out)
-    out.print(f"report: {result.report_path}")
+    out.print(f"report: {result.report_path}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK if result.accepted else EXIT_ACCEPTANCE_FAILED
 
 
@@ -73,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             scenario = load_scenario(args.scenario)
             out.print(f"{args.scenario}: valid scenario {scenario.name!r} ({scenario.duration_s:g} s simulated, "
-                      f"{scenario.fidelity}, {len(scenario.acceptance)} acceptance criteria)", highlight=False)
+                      f"{scenario.fidelity}, {len(scenario.acceptance)} acceptance criteria)",
+                      markup=False, highlight=False, soft_wrap=True)
             return EXIT_OK
         return _run(args, out, err)
     except ScenarioError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False)
-        return EXIT_BAD_INPUT
+        return _error(err, str(exc))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.monitor import Monitor
@@ -82,7 +83,7 @@ def _fmt(value: Any) -> str:
 
 def print_summary(report: dict[str, Any], console: Console) -> None:
     m = report["metrics"]
-    console.print(f"[bold]{report['scenario']}[/bold]  seed {report['seed']}  {report['fidelity']}  "
+    console.print(f"[bold]{escape(report['scenario'])}[/bold]  seed {report['seed']}  {report['fidelity']}  "
                   f"{report['simulated_s']:.0f} s simulated in {report['wall_s']:.1f} s "
                   f"(×{report['speedup']:.0f})")
     table = Table(show_header=True, header_style="bold")

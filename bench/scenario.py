@@ -158,8 +158,8 @@ class Scenario(_Strict):
 
 
 def _line_map(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], file: str) -> None:
-    """Record the 1-based line of every key path; refuse duplicate keys."""
-    lines[path] = node.start_mark.line + 1
+    """Record the 1-based line of every key path (where the key is written); refuse duplicate keys."""
+    lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:
