@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from scenario_text import SMOKE
 
 from bench.rig import Rig, build_emulated_rig
 from bench.scenario import Scenario, load_scenario
-
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "scenarios" / "smoke-50km-1h.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scenario_text import REPO, SMOKE, TEXT, edit, line_of
 
 from bench.cli import main
 from bench.scenario import METRICS
 
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "scenarios" / "smoke-50km-1h.yaml"
-TEXT = SMOKE.read_text(encoding="utf-8")
 UNTIL = "20"
 CONTRACT_KEYS = {"scenario", "seed", "fidelity", "simulated_s", "wall_s", "speedup", "metrics", "acceptance"}
 WIDE = "1000"  # wide terminal for rich; test_error_line_is_not_wrapped_at_80_columns checks the narrow case
@@ -36,15 +34,8 @@ def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-def edit(old: str, new: str, text: str = TEXT) -> str:
-    assert text.count(old) == 1, f"{old!r} must occur exactly once in the scenario text"
-    return text.replace(old, new)
 
 
-def line_of(text: str, needle: str) -> int:
-    hits = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
-    assert len(hits) == 1, f"{needle!r} is on lines {hits}, expected exactly one"
-    return hits[0]
 
 
 def cli(*argv: str | Path) -> tuple[int, str, str]:

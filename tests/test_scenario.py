@@ -9,26 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from scenario_text import SMOKE, TEXT, edit, line_of
 
 from bench.scenario import METRICS, Scenario, ScenarioError, load_scenario, parse_scenario
 
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "scenarios" / "smoke-50km-1h.yaml"
-TEXT = SMOKE.read_text(encoding="utf-8")
 FILE = "bad.yaml"
 
 
-def edit(old: str, new: str, text: str = TEXT) -> str:
-    """``text`` with the single occurrence of ``old`` replaced by ``new``."""
-    assert text.count(old) == 1, f"{old!r} must occur exactly once in the scenario text"
-    return text.replace(old, new)
 
 
-def line_of(text: str, needle: str) -> int:
-    """1-based number of the only line of ``text`` that contains ``needle``."""
-    hits = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
-    assert len(hits) == 1, f"{needle!r} is on lines {hits}, expected exactly one"
-    return hits[0]
 
 
 def first_key_line(text: str) -> int:
