@@ -18,6 +18,7 @@ Offsets are in ps; Δ(t) = (delay_B + φ_B(t)) − (delay_A + φ_A(t)) with φ a
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -74,6 +75,13 @@ class Node:
     analyser: AnalyserParams
     clock: EmulatedRbClock
     channels: NodeChannels
+
+
+@functools.lru_cache(maxsize=16)
+def _window_grid(window_ps: int, time_bin_ps: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """Integration points across ±window/2, their spacing, and tri() at each."""
+    x = np.linspace(-window_ps / 2, window_ps / 2, _WINDOW_GRID)
+    return x, float(x[1] - x[0]), tri(x, time_bin_ps)
 
 
 def tri(x_ps: np.ndarray, period_ps: float) -> np.ndarray:
@@ -185,18 +193,18 @@ class LinkPhysics:
         """Expected 2×2 counts [start-slot parity, click-slot parity] within ±window/2."""
         accidental = (self.singles_rate_hz(start) * self.singles_rate_hz(click) * duration_s
                       * window_ps / PS_PER_S)
-        sigma = self.pair_sigma_ps(start, click)
-        x = np.linspace(-window_ps / 2, window_ps / 2, _WINDOW_GRID)
-        dx = x[1] - x[0]
-        differ = tri(x, time_bin_ps)
-        subs = np.linspace(r0_ps, r1_ps, _SUB_POSITIONS)
+        peaks = self.peaks(start, click)
         same_n = diff_n = 0.0
-        for shift, rate in self.peaks(start, click):
-            density = np.exp(-0.5 * ((x[None, :] - (subs[:, None] + shift)) / sigma) ** 2)
-            density = density.mean(axis=0) / (sigma * math.sqrt(2 * math.pi)) * dx
-            n = rate * duration_s
-            diff_n += n * float((density * differ).sum())
-            same_n += n * float((density * (1 - differ)).sum())
+        if peaks:
+            x, dx, differ = _window_grid(window_ps, time_bin_ps)
+            shifts, rates = np.array(peaks).T
+            sigma = self.pair_sigma_ps(start, click)
+            centres = np.linspace(r0_ps, r1_ps, _SUB_POSITIONS)[None, :] + shifts[:, None]  # (peak, sub)
+            z = (x[None, None, :] - centres[:, :, None]) / sigma
+            density = np.exp(-0.5 * z * z).mean(axis=1) * (dx / (sigma * math.sqrt(2 * math.pi)))  # (peak, x)
+            in_window = rates @ density * duration_s  # expected true pairs per grid point
+            diff_n = float(in_window @ differ)
+            same_n = float(in_window.sum()) - diff_n
         return np.array([[same_n / 2 + accidental / 4, diff_n / 2 + accidental / 4],
                          [diff_n / 2 + accidental / 4, same_n / 2 + accidental / 4]])
 
