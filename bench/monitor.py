@@ -23,9 +23,6 @@ class Monitor:
         """A discrete occurrence (sync acquired, sync lost, …) for the timeline."""
         self.events.append((t_s, text))
 
-    def names(self) -> list[str]:
-        return sorted(self._t)
-
     def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self._t.get(name, ()), float), np.asarray(self._v.get(name, ()), float)
 

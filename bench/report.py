@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench.keyrate import qber_interval
 from bench.monitor import Monitor
 from bench.scenario import Bound
 from bench.stack import KeyTotals
@@ -36,6 +37,8 @@ def compute_metrics(totals: KeyTotals, monitor: Monitor, sync_error_ps: np.ndarr
                     simulated_s: float) -> dict[str, float | int | None]:
     tally = totals.tally
     restarts = sum(1 for _, text in monitor.events if text.startswith("sync lost"))
+    qz_low, qz_high = qber_interval(tally.errors_z, tally.n_z)  # 95 % Clopper–Pearson, pooled over the run
+    qx_low, qx_high = qber_interval(tally.errors_x, tally.n_x)
     return {
         "qber_z_mean": tally.qber_z if tally.n_z else None,
         "qber_x_mean": tally.qber_x if tally.n_x else None,
@@ -51,6 +54,10 @@ def compute_metrics(totals: KeyTotals, monitor: Monitor, sync_error_ps: np.ndarr
         "key_bits_distilled": 0,
         "key_bits_lost": 0,
         "secret_key_bits_estimated": totals.secret_bits,
+        "qber_z_ci95_low": qz_low,
+        "qber_z_ci95_high": qz_high,
+        "qber_x_ci95_low": qx_low,
+        "qber_x_ci95_high": qx_high,
         "sifted_bits_z": tally.n_z,
         "sifted_bits_x": tally.n_x,
         "key_blocks": totals.blocks,

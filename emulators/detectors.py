@@ -41,9 +41,6 @@ class EmulatedDetectors(DetectorSystem):
         self.channels = channels
         self._bias_ua = dict.fromkeys(channels, params.bias_ua)
 
-    def is_counting(self) -> bool:
-        return True
-
     async def constraints(self) -> DetectorConstraints:
         return DetectorConstraints(self.channels, self.params.max_bias_ua)
 

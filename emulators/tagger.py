@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -31,6 +32,8 @@ from drivers.interfaces.tagger import (
 )
 from emulators.link import LinkPhysics
 from emulators.world import PS_PER_S, World
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,9 @@ class EmulatedLinkTagger(TimeTagger):
         return await self._after(duration_ps, sample)
 
     # -- internals ------------------------------------------------------------------------------
-    async def _after(self, duration_ps: int, compute: Callable[[], object]):  # type: ignore[no-untyped-def]
+    async def _after(self, duration_ps: int, compute: Callable[[], T]) -> T:
         """Resolve with ``compute()`` once ``duration_ps`` of virtual time has passed."""
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
         def done(_event: object) -> None:
             if fut.cancelled():
