@@ -81,7 +81,9 @@ class Node:
 def _window_grid(window_ps: int, time_bin_ps: int) -> tuple[np.ndarray, float, np.ndarray]:
     """Integration points across ±window/2, their spacing, and tri() at each."""
     x = np.linspace(-window_ps / 2, window_ps / 2, _WINDOW_GRID)
-    return x, float(x[1] - x[0]), tri(x, time_bin_ps)
+    differ = tri(x, time_bin_ps)
+    x.flags.writeable = differ.flags.writeable = False  # shared by every caller of the cache
+    return x, float(x[1] - x[0]), differ
 
 
 def tri(x_ps: np.ndarray, period_ps: float) -> np.ndarray:

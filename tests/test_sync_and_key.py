@@ -16,7 +16,7 @@ from bench.rig import Rig
 from bench.sifting import sift
 from bench.stack import LinkStack, StackSettings
 from bench.sync import SyncSettings, SyncTracker, fit_peak
-from drivers.interfaces import CoincidenceCounts, CorrelationHistogram, HistogramSpec
+from drivers.interfaces import AcquisitionRequest, CoincidenceCounts, CorrelationHistogram, HistogramSpec
 
 
 def test_fit_peak_centroid_is_within_its_standard_error() -> None:
@@ -59,9 +59,7 @@ def test_acquisition_finds_an_unknown_offset_then_tracks_it(rig: Rig) -> None:
     assert sync.drift_ps_per_s() == pytest.approx(-7.0, abs=1.5)
 
 
-def _tracking_request(sync: SyncTracker):  # type: ignore[no-untyped-def]
-    from drivers.interfaces import AcquisitionRequest
-
+def _tracking_request(sync: SyncTracker) -> AcquisitionRequest:
     return AcquisitionRequest(500_000_000_000, histograms=(sync.fine_spec,))
 
 
