@@ -14,15 +14,28 @@ import simpy
 
 from bench.scenario import NodeConfig, Scenario
 from bench.sifting import LinkChannels
-from drivers.interfaces import DetectorSystem, FrequencyReference, PumpLaser, TimeTagger
+from drivers.interfaces import (
+    DetectorSystem,
+    FrequencyReference,
+    PhaseActuator,
+    PolarizationController,
+    PumpLaser,
+    TimeTagger,
+)
 from emulators.clock import ClockParams, EmulatedRbClock
 from emulators.detectors import DetectorParams, EmulatedDetectors
+from emulators.environment import Environment, EnvironmentParams, Excursion
+from emulators.faults import Answering, FaultInjector, NodeDevices, Silence
 from emulators.fibre import FibreArm, FibreParams
-from emulators.link import AnalyserParams, LinkPhysics, Node, NodeChannels
+from emulators.interferometer import EmulatedInterferometer, InterferometerParams
+from emulators.link import LinkPhysics, Node, NodeChannels
+from emulators.polarization import EmulatedPolarization, PolarizationParams
 from emulators.pump import EmulatedPump, PumpParams
 from emulators.source import PairSource, SourceParams
 from emulators.tagger import EmulatedLinkTagger, TaggerParams
 from emulators.world import PS_PER_S, World
+
+DRIVER_TIMEOUT_S = 5.0  # how long a driver waits for an instrument that stopped answering
 
 
 @dataclass
@@ -32,9 +45,12 @@ class Rig:
     pump: PumpLaser
     clocks: dict[str, FrequencyReference]
     detectors: dict[str, DetectorSystem]
+    phase_actuators: dict[str, PhaseActuator]
+    polarization: dict[str, PolarizationController]
     channels: LinkChannels
     total_loss_db: float
     emulator: EmulatedLinkTagger  # hidden truth: for reports and tests, never for the stack
+    faults: FaultInjector  # hidden: the scenario's fault schedule and tests inject through it
 
     def sync_truth(self) -> tuple[np.ndarray, np.ndarray]:
         """(mid-acquisition time in s, true mean Alice–Bob offset in ps) of every acquisition so far."""
@@ -43,45 +59,76 @@ class Rig:
         return t_mid_s, np.array([a.mean_offset_ps for a in log])
 
 
-def _node(world: World, name: str, cfg: NodeConfig) -> Node:
+def _node(world: World, name: str, cfg: NodeConfig, environment: Environment) -> Node:
+    mean_c = environment.params.mean_temperature_c
+    mid_drive_v = (cfg.polarization.min_drive_v + cfg.polarization.max_drive_v) / 2
     return Node(
         name=name,
-        arm=FibreArm(FibreParams(**cfg.fibre.model_dump())),
-        detectors=DetectorParams(**cfg.detectors.model_dump()),
-        analyser=AnalyserParams(**cfg.analyser.model_dump()),
+        arm=FibreArm(FibreParams(**cfg.fibre.model_dump()), lambda t: environment.temperature_c(t) - mean_c),
+        detectors=EmulatedDetectors(world, DetectorParams(**cfg.detectors.model_dump()),
+                                    tuple(cfg.channels.model_dump().values()), name=f"snspd-{name}"),
+        z_fraction=cfg.analyser.z_fraction,
+        interferometer=EmulatedInterferometer(
+            world, InterferometerParams(**cfg.interferometer.model_dump(), reference_temperature_c=mean_c),
+            environment, name=f"umzi-{name}"),
+        polarization=EmulatedPolarization(
+            world, PolarizationParams(**cfg.polarization.model_dump(), reference_temperature_c=mean_c,
+                                      n_actuators=3, initial_drives_v=(mid_drive_v,) * 3),
+            environment, name=f"epc-{name}"),
         clock=EmulatedRbClock(world, ClockParams(**cfg.clock.model_dump()), name=f"rb-{name}"),
         channels=NodeChannels(**cfg.channels.model_dump()),
+        wavelength_nm=cfg.wavelength_nm,
     )
 
 
-def build_emulated_rig(scenario: Scenario, seed: int) -> Rig:
-    """An emulated link at ``stats`` fidelity, every device seeded from ``seed``."""
-    if scenario.fidelity != "stats":
-        raise NotImplementedError(f"fidelity {scenario.fidelity!r}: only 'stats' is emulated so far")
+def build_emulated_rig(scenario: Scenario, seed: int, fidelity: str | None = None) -> Rig:
+    """An emulated link, every device seeded from ``seed``, at the scenario's fidelity unless overridden."""
     world = World(seed)
     link_cfg = scenario.link
+    env_cfg = link_cfg.environment
+    environment = Environment(world, EnvironmentParams(
+        env_cfg.mean_temperature_c, env_cfg.diurnal_amplitude_c, env_cfg.diurnal_period_s,
+        env_cfg.diurnal_phase_rad))
+    for e in env_cfg.excursions:
+        environment.add_excursion(Excursion(e.start_s, e.duration_s, e.delta_c))
     pump = EmulatedPump(world, PumpParams(**link_cfg.pump.model_dump()), name="pump")
-    source = PairSource(SourceParams(**link_cfg.source.model_dump()), pump)
-    alice = _node(world, "alice", link_cfg.alice)
-    bob = _node(world, "bob", link_cfg.bob)
+    source = PairSource(SourceParams(**link_cfg.source.model_dump()), pump, link_cfg.alice.wavelength_nm)
+    alice = _node(world, "alice", link_cfg.alice, environment)
+    bob = _node(world, "bob", link_cfg.bob, environment)
+    for n in (alice, bob):
+        n.polarization.align()  # commissioned aligned; drift and faults take it from there
     tagger_params = TaggerParams(**link_cfg.tagger.model_dump())
-    physics = LinkPhysics(source, alice, bob, tagger_params.rms_jitter_ps)
-    tagger = EmulatedLinkTagger(world, physics, tagger_params, name="tagger-link")
+    physics = LinkPhysics(source, alice, bob, tagger_params.rms_jitter_ps, link_cfg.filter_fwhm_nm)
+    tagger = EmulatedLinkTagger(world, physics, tagger_params, fidelity or scenario.fidelity, name="tagger-link")
     channels = LinkChannels(
         alice.channels.z, alice.channels.x_plus, alice.channels.x_minus,
         bob.channels.z, bob.channels.x_plus, bob.channels.x_minus,
     )
-    detectors = {n.name: EmulatedDetectors(n.detectors, n.channels.all(), name=f"snspd-{n.name}")
-                 for n in (alice, bob)}
+    nodes = (alice, bob)
+    devices = [tagger, pump] + [d for n in nodes for d in (n.clock, n.detectors, n.interferometer, n.polarization)]
+    silences = {d.name: Silence(world) for d in devices}
+
+    def face(device):  # type: ignore[no-untyped-def]
+        return Answering(device, silences[device.name], DRIVER_TIMEOUT_S)
+
+    faults = FaultInjector(
+        world,
+        {n.name: NodeDevices(n.arm, n.clock, n.detectors, n.interferometer, n.polarization) for n in nodes},
+        tagger, environment, silences)
+    for f in scenario.faults:
+        faults.schedule(f.at_s, f.kind, **f.arguments())
     return Rig(
         env=world.env,
-        tagger=tagger,
-        pump=pump,
-        clocks={"alice": alice.clock, "bob": bob.clock},
-        detectors=detectors,
+        tagger=face(tagger),
+        pump=face(pump),
+        clocks={n.name: face(n.clock) for n in nodes},
+        detectors={n.name: face(n.detectors) for n in nodes},
+        phase_actuators={n.name: face(n.interferometer) for n in nodes},
+        polarization={n.name: face(n.polarization) for n in nodes},
         channels=channels,
         total_loss_db=physics.total_loss_db(),
         emulator=tagger,
+        faults=faults,
     )
 
 

@@ -40,7 +40,9 @@ class _Strict(BaseModel):
 
 class SourceConfig(_Strict):
     brightness_pairs_per_s_per_mw: float = Field(
-        gt=0, description="SPDC pairs per second per mW of pump; calibrated so QBERz ≈ 4.3 % at 33.5 dB")
+        gt=0, description="SPDC pairs per second per mW of pump into the link's channel pair")
+    centre_wavelength_nm: float = Field(1560.20, gt=0, description='seed 000: "Center wavelength 1560.20 nm"')
+    bandwidth_nm: float = Field(80.0, gt=0, description='seed 000: "80 nm FWHM"')
 
 
 class PumpConfig(_Strict):
@@ -60,22 +62,54 @@ class FibreConfig(_Strict):
     length_km: float = Field(ge=0)
     loss_db_per_km: float = Field(0.35, ge=0, description='seed 000: "Fiber loss: 0.35 dB/km"')
     device_loss_db: float = Field(0.0, ge=0, description="connectors, filters, analyser, dB")
+    delay_ps_per_km_k: float = Field(37.0, description="thermal coefficient of delay of SMF-28, ps/(km·K)")
+    dispersion_ps_per_nm_km: float = Field(17.0, description='seed 001, eq. 1: "D0 is 17 ps/nm/km"')
+    dispersion_slope_ps_per_nm2_km: float = Field(0.06, description='seed 001, eq. 1: "S0 is 0.06 ps/nm2/km"')
+    reference_wavelength_nm: float = Field(1550.0, gt=0, description="λ0 of D0 and S0, nm")
+    compensation_ps_per_nm: float = Field(0.0, description="lumped DCM/DCF dispersion on this arm, ps/nm")
 
 
 class DetectorConfig(_Strict):
     efficiency: float = Field(0.85, gt=0, le=1, description="ID281-class SNSPD system detection efficiency")
     dark_count_hz: float = Field(30.0, ge=0, description='seed 001, S10: "dark counts of approximately 30 counts/s"')
     jitter_fwhm_ps: float = Field(30.0, ge=0, description='seed 001, S6: SNSPD "single-channel time jitters of 30 ps"')
+    dead_time_ns: float = Field(20.0, ge=0, description="non-paralysable recovery time (SNSPD class; not in the seeds)")
     max_bias_ua: float = Field(20.0, gt=0)
     bias_ua: float = Field(12.0, ge=0)
     temperature_k: float = Field(0.8, gt=0)
+    recycle_period_s: float = Field(167_143.0, gt=0,
+                                    description='325 h / 7: seed 000, "9 times (including 7 detector cooling cycles)"')
+    recycling_s: float = Field(600.0, ge=0, description="cryocooler regeneration, offline, s")
+    cooldown_s: float = Field(600.0, ge=0, description="cool-down to base temperature, offline, s")
 
 
 class AnalyserConfig(_Strict):
     z_fraction: float = Field(0.5, gt=0, lt=1, description="beam-splitter ratio to the Z detector")
+
+
+class InterferometerConfig(_Strict):
     fsr_ghz: float = Field(2.5, gt=0, description='seed 000: "Interferometer: ... FSR = 2.5 GHz"')
     visibility: float = Field(0.997, ge=0, le=1, description='seed 000: "Interferometer visibility: >99.7%"')
-    phase_rad: float = Field(0.0, description="interferometer phase, rad")
+    phase0_rad: float = Field(0.0, description="phase at the reference temperature, rad")
+    phase_per_kelvin_rad: float = Field(0.0, description="thermal phase coefficient of the housing, rad/K")
+    drift_rad_per_sqrt_s: float = Field(2e-5, ge=0,
+                                        description='seed 000: "Interferometer stability: 10⁻⁷ rad/s" over 10 h')
+    piezo_rad_per_v: float = Field(0.1, gt=0, description="piezo phase per volt, rad/V")
+    piezo_hysteresis_v: float = Field(0.5, ge=0, description="backlash width of the piezo, V")
+    min_voltage_v: float = Field(0.0)
+    max_voltage_v: float = Field(150.0)
+
+
+class PolarizationConfig(_Strict):
+    birefringence_walk_rad_per_sqrt_s: float = Field(
+        0.0, ge=0, description="Poincaré-sphere random walk of the fibre, rad/√s (seed 000: ~10 h drift)")
+    rad_per_kelvin: float = Field(0.0, description="thermal rotation of the fibre's birefringence, rad/K")
+    polarization_sensitivity: float = Field(0.1, ge=0, le=1,
+                                            description="SNSPD efficiency difference, best vs worst polarization")
+    rad_per_v: float = Field(1.0, gt=0, description="actuator retardance per volt, rad/V")
+    min_drive_v: float = Field(0.0)
+    max_drive_v: float = Field(10.0)
+    response_time_s: float = Field(1.0, gt=0, description='seed 000: "Response time: 1 second update period"')
 
 
 class ClockConfig(_Strict):
@@ -86,6 +120,7 @@ class ClockConfig(_Strict):
     initial_phase_max_ps: int = Field(250_000_000, ge=0, description="initial phase uniform in ±this, ps")
     update_s: float = Field(1.0, gt=0, description="step of the frequency-noise process, s")
     max_steer_ppt: float = Field(2000.0, gt=0, description="PRS10 SF command range, parts in 1e12")
+    unlocked_offset_sd: float = Field(1e-10, ge=0, description="free-running frequency spread while unlocked")
 
 
 class ChannelsConfig(_Strict):
@@ -97,8 +132,11 @@ class ChannelsConfig(_Strict):
 class NodeConfig(_Strict):
     fibre: FibreConfig
     channels: ChannelsConfig
+    wavelength_nm: float = Field(1560.20, gt=0, description="centre of the DWDM channel the node receives, nm")
     detectors: DetectorConfig = Field(default_factory=DetectorConfig)
     analyser: AnalyserConfig = Field(default_factory=AnalyserConfig)
+    interferometer: InterferometerConfig = Field(default_factory=InterferometerConfig)
+    polarization: PolarizationConfig = Field(default_factory=PolarizationConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
 
 
@@ -106,8 +144,23 @@ class TaggerConfig(_Strict):
     rms_jitter_ps: float = Field(8.0, ge=0, description='seed 001, S6: "single-channel RMS time jitter of 8 ps"')
     max_input_delay_ps: int = Field(2_000_000_000, gt=0, description="software input delay range, ± ps")
     max_histogram_bins: int = Field(1 << 22, gt=0)
-    max_tag_block_ps: int = Field(10_000_000_000, gt=0, description="longest raw-tag acquisition, ps")
+    max_tag_block_ps: int = Field(1_000_000_000_000, gt=0, description="longest raw-tag block, ps")
     buffer_rate_hz: float = Field(65e6, gt=0, description="sustained tag rate before overflow, tags/s")
+
+
+class Excursion(_Strict):
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    delta_c: float
+
+
+class EnvironmentConfig(_Strict):
+    mean_temperature_c: float = 20.0
+    diurnal_amplitude_c: float = Field(0.0, ge=0, description="half the peak-to-peak swing, °C")
+    diurnal_period_s: float = Field(36_000.0, gt=0,
+                                    description='seed 000: "Drift period: Approximately 10 hours (diurnal ...)"')
+    diurnal_phase_rad: float = 0.0
+    excursions: tuple[Excursion, ...] = ()
 
 
 class LinkConfig(_Strict):
@@ -115,6 +168,10 @@ class LinkConfig(_Strict):
     pump: PumpConfig
     alice: NodeConfig
     bob: NodeConfig
+    filter_fwhm_nm: float = Field(
+        0.5, gt=0, description="effective spectral width of a DWDM channel (100 GHz); seed 001 Table 2 → 1.0 nm"
+                               " for its 200 GHz channels")
+    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)
     tagger: TaggerConfig = Field(default_factory=TaggerConfig)
 
     @model_validator(mode="after")
@@ -146,6 +203,46 @@ class Bound(_Strict):
         return f">= {self.min:g}" if self.min is not None else f"<= {self.max:g}"
 
 
+FAULT_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "clock_unlock": ("node", "duration_s"),
+    "fibre_cut": ("node", "duration_s"),
+    "detector_warm_up": ("node", "duration_s"),
+    "tagger_overflow": ("duration_s", "buffer_rate_hz"),
+    "instrument_silent": ("device", "duration_s"),
+    "phase_jump": ("node", "delta_rad"),
+    "polarization_scramble": ("node",),
+    "temperature_excursion": ("duration_s", "delta_c"),
+}
+FaultKind = Literal[tuple(FAULT_ARGUMENTS)]  # type: ignore[valid-type]
+
+
+class FaultConfig(_Strict):
+    """One injected fault: what, when, and the arguments its kind takes (see FAULT_ARGUMENTS)."""
+
+    at_s: float = Field(ge=0, description="virtual time of the fault, s")
+    kind: FaultKind
+    node: Literal["alice", "bob"] | None = None
+    device: str | None = Field(None, description="instrument_silent: the device's name, e.g. 'tagger-link'")
+    duration_s: float | None = Field(None, gt=0)
+    delta_rad: float | None = None
+    delta_c: float | None = None
+    buffer_rate_hz: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _arguments_of_kind(self) -> Self:
+        wanted = FAULT_ARGUMENTS[self.kind]
+        given = {k for k in ("node", "device", "duration_s", "delta_rad", "delta_c", "buffer_rate_hz")
+                 if getattr(self, k) is not None}
+        if missing := [k for k in wanted if k not in given]:
+            raise ValueError(f"{self.kind} needs {', '.join(missing)}")
+        if extra := sorted(given - set(wanted)):
+            raise ValueError(f"{self.kind} takes only {', '.join(wanted)}, not {', '.join(extra)}")
+        return self
+
+    def arguments(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in FAULT_ARGUMENTS[self.kind]}
+
+
 class Scenario(_Strict):
     name: str
     description: str = ""
@@ -154,6 +251,7 @@ class Scenario(_Strict):
     fidelity: Literal["tags", "pairs", "stats"] = "stats"
     link: LinkConfig
     stack: StackSettings = Field(default_factory=StackSettings)
+    faults: tuple[FaultConfig, ...] = ()
     acceptance: dict[Metric, Bound] = Field(default_factory=dict)
 
 

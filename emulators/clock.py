@@ -5,7 +5,9 @@ piecewise constant over ``update_s`` steps; the clock's phase (its reading minus
 exact integral, so it can be read at any picosecond. Figures: the two nodes drift apart at the "7 ps/s"
 class (seed 000: "Clock stability: Rubidium clock 7 ps/s"), i.e. |y_A − y_B| ≈ 7e-12. The PRS10 datasheet
 bounds the Allan deviation at 1 s by 2e-11; the default white FM of 2e-12 keeps the phase wander
-between two 0.5 s histograms (~1.4 ps) inside the seed's 4 ps sync precision.
+between two 0.5 s histograms (~1.4 ps) inside the seed's 4 ps sync precision. Loss of lock (a fault):
+the unit reports unlocked and its oscillator free-runs with an extra fractional offset drawn from
+N(0, ``unlocked_offset_sd``) until it relocks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ClockParams:
     initial_phase_max_ps: int  # initial phase drawn uniformly in ±this
     update_s: float
     max_steer_ppt: float  # |steering| accepted, parts in 1e12
+    unlocked_offset_sd: float  # spread of the free-running offset while unlocked, dimensionless
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class EmulatedRbClock(FrequencyReference):
         self._rng = world.rng(name)
         self._update_ps = round(params.update_s * PS_PER_S)
         self._steer_ppt = 0.0
+        self._unlocked_offset = 0.0
+        self.locked = True
         self._random_walk = 0.0
         self._white = 0.0
         self._noise = np.empty((0, 2))
@@ -61,7 +66,7 @@ class EmulatedRbClock(FrequencyReference):
         p = self.params
         age_days = self.world.now_ps / PS_PER_S / 86400.0
         return (p.fractional_offset + p.aging_per_day * age_days + self._random_walk + self._white
-                + self._steer_ppt * 1e-12)
+                + self._steer_ppt * 1e-12 + self._unlocked_offset)
 
     def _new_segment(self) -> None:
         """Close the constant-frequency segment at ``now`` and start one at the current frequency."""
@@ -89,11 +94,23 @@ class EmulatedRbClock(FrequencyReference):
     def truth(self) -> ClockTruth:
         return ClockTruth(self.phase_ps(self.world.now_ps), self._y)
 
+    def unlock(self, duration_s: float) -> None:
+        """Fault: lose lock for ``duration_s``, free-running meanwhile, then relock."""
+        self.locked = False
+        self._unlocked_offset = float(self._rng.normal(0.0, self.params.unlocked_offset_sd))
+        self._new_segment()
+        self.world.env.timeout(round(duration_s * PS_PER_S)).callbacks.append(self._relock)
+
+    def _relock(self, _event: object) -> None:
+        self.locked = True
+        self._unlocked_offset = 0.0
+        self._new_segment()
+
     async def constraints(self) -> ClockConstraints:
         return ClockConstraints(self.params.max_steer_ppt)
 
     async def status(self) -> ClockStatus:
-        return ClockStatus(locked=True, frequency_offset_ppt=self._steer_ppt)
+        return ClockStatus(locked=self.locked, frequency_offset_ppt=self._steer_ppt)
 
     async def steer(self, offset_ppt: float) -> None:
         m = self.params.max_steer_ppt

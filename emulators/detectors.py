@@ -1,13 +1,21 @@
-"""Emulated SNSPD rack (ID281 class): efficiency, dark counts, Gaussian timing jitter, bias setpoints.
+"""Emulated SNSPD rack (ID281 class) of one node: efficiency, dark counts, jitter, dead time, cryocooler.
 
-Figures (seed 001, S6 and S10): single-channel SNSPD jitter 30 ps FWHM; dark counts ~30 counts/s.
-Dead time and the cryocooler cycle come with the emulator-fidelity work; here the rack stays COLD.
+Figures: single-channel jitter 30 ps and 45 ps FWHM for the two racks (seed 001, S6: "Two different SNSPDs
+were used ... single-channel time jitters of 30 ps and 45 ps"); dark counts ~30 counts/s (seed 001, S10).
+Dead time is non-paralysable: a channel clicked at incident rate r counts r/(1 + r·τ) and is live a
+fraction 1/(1 + r·τ) of the time. The closed-cycle cryocooler must be recycled periodically: COLD →
+RECYCLING (sorption pump regenerating, no counts) → COOLING (no counts) → COLD; seed 000 counts "7 detector
+cooling cycles" among the 9 automatic restarts of the 325 h run. A warm-up fault takes the rack WARM for
+a while, then it cools down again. The rack counts only while COLD.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
+
+import simpy
 
 from drivers.errors import DriverError, check_range
 from drivers.interfaces.detectors import (
@@ -16,36 +24,121 @@ from drivers.interfaces.detectors import (
     DetectorStatus,
     DetectorSystem,
 )
+from emulators.world import PS_PER_S, World
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+_WARM_K = 40.0  # reported temperature while warm or recycling, K
+_HISTORY = 8  # state transitions kept to answer "how long was the rack cold in [t0, t1]"
 
 
 @dataclass(frozen=True)
 class DetectorParams:
-    efficiency: float
-    dark_count_hz: float
-    jitter_fwhm_ps: float
+    efficiency: float  # system detection efficiency at the best polarization
+    dark_count_hz: float  # per channel
+    jitter_fwhm_ps: float  # single-channel timing jitter
+    dead_time_ns: float  # non-paralysable recovery time per channel
     max_bias_ua: float
-    bias_ua: float
-    temperature_k: float
+    bias_ua: float  # initial bias of every channel
+    temperature_k: float  # operating temperature when cold
+    recycle_period_s: float  # cold time between two cryocooler recycles
+    recycling_s: float  # regeneration, offline
+    cooldown_s: float  # cooling back to base temperature, offline
 
     @property
     def jitter_sigma_ps(self) -> float:
         return self.jitter_fwhm_ps / FWHM_PER_SIGMA
 
 
+def live_fraction(incident_hz: float, dead_time_ns: float) -> float:
+    """Fraction of time a non-paralysable detector clicked at ``incident_hz`` is ready to click."""
+    return 1.0 / (1.0 + incident_hz * dead_time_ns * 1e-9)
+
+
 class EmulatedDetectors(DetectorSystem):
-    def __init__(self, params: DetectorParams, channels: tuple[int, ...], name: str) -> None:
+    def __init__(self, world: World, params: DetectorParams, channels: tuple[int, ...], name: str) -> None:
         self.name = name
+        self.world = world
         self.params = params
         self.channels = channels
         self._bias_ua = dict.fromkeys(channels, params.bias_ua)
+        self._rng = world.rng(name)
+        self._state = CoolingState.COLD
+        self._transitions: deque[tuple[int, CoolingState]] = deque([(world.now_ps, CoolingState.COLD)],
+                                                                    maxlen=_HISTORY)
+        self._cycle = world.env.process(self._cryocooler())
+        self.recycles = 0
 
+    # -- truth for the link -------------------------------------------------------------------------
+    @property
+    def state(self) -> CoolingState:
+        return self._state
+
+    def cold_fraction(self, t0_ps: int, t1_ps: int) -> float:
+        """Fraction of [t0, t1] (t1 ≤ now, within the last few transitions) the rack was COLD."""
+        if t1_ps <= t0_ps:
+            return 1.0 if self._state_at(t0_ps) is CoolingState.COLD else 0.0
+        cold = 0
+        marks = list(self._transitions)
+        for i, (start, state) in enumerate(marks):
+            end = marks[i + 1][0] if i + 1 < len(marks) else max(t1_ps, start)
+            if state is CoolingState.COLD:
+                cold += max(0, min(end, t1_ps) - max(start, t0_ps))
+        return cold / (t1_ps - t0_ps)
+
+    def _state_at(self, t_ps: int) -> CoolingState:
+        state = self._transitions[0][1]
+        for start, s in self._transitions:
+            if start <= t_ps:
+                state = s
+        return state
+
+    # -- cryocooler and faults ------------------------------------------------------------------------
+    def _enter(self, state: CoolingState) -> None:
+        self._state = state
+        self._transitions.append((self.world.now_ps, state))
+
+    def _cryocooler(self):  # SimPy process
+        p = self.params
+        env = self.world.env
+        # The first recycle falls anywhere in the first period: racks are not switched on in step.
+        wait_s = float(self._rng.uniform(0.0, p.recycle_period_s))
+        try:
+            while True:
+                yield env.timeout(round(wait_s * PS_PER_S))
+                self.recycles += 1
+                self._enter(CoolingState.RECYCLING)
+                yield env.timeout(round(p.recycling_s * PS_PER_S))
+                self._enter(CoolingState.COOLING)
+                yield env.timeout(round(p.cooldown_s * PS_PER_S))
+                self._enter(CoolingState.COLD)
+                wait_s = p.recycle_period_s
+        except simpy.Interrupt:  # a warm-up fault takes over the cycle
+            return
+
+    def warm_up(self, duration_s: float) -> None:
+        """Fault: the rack warms up (e.g. a cryocooler trip) for ``duration_s``, then cools down again."""
+        self._cycle.interrupt("warm-up")
+        self._cycle = self.world.env.process(self._warm(duration_s))
+
+    def _warm(self, duration_s: float):  # SimPy process
+        env = self.world.env
+        self._enter(CoolingState.WARM)
+        try:
+            yield env.timeout(round(duration_s * PS_PER_S))
+            self._enter(CoolingState.COOLING)
+            yield env.timeout(round(self.params.cooldown_s * PS_PER_S))
+        except simpy.Interrupt:  # warmed up again before it had cooled down
+            return
+        self._enter(CoolingState.COLD)
+        self._cycle = env.process(self._cryocooler())
+
+    # -- contract -------------------------------------------------------------------------------------
     async def constraints(self) -> DetectorConstraints:
         return DetectorConstraints(self.channels, self.params.max_bias_ua)
 
     async def status(self) -> DetectorStatus:
-        return DetectorStatus(CoolingState.COLD, self.params.temperature_k, dict(self._bias_ua))
+        t_k = self.params.temperature_k if self._state is CoolingState.COLD else _WARM_K
+        return DetectorStatus(self._state, t_k, dict(self._bias_ua))
 
     async def set_bias(self, channel: int, bias_ua: float) -> None:
         if channel not in self._bias_ua:

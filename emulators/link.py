@@ -4,48 +4,57 @@ Each node has a passive beam splitter choosing the basis: a fraction ``z_fractio
 Z detector (arrival time), the rest to an unbalanced Mach–Zehnder (FSR 2.5 GHz, i.e. 400 ps imbalance;
 seed 000) with two output detectors (X basis). For a pair detected at Alice's channel ``a`` and Bob's
 channel ``b`` the (click − start) time difference is the Alice–Bob offset Δ(t), plus the interferometer
-path difference where one applies, plus Gaussian jitter of both channels (detector ⊕ tagger). Franson
-interference: in the central peak of two X channels with outputs s_a, s_b = ±1 the probability of the
-output pair is (1 + s_a·s_b·V·cos(φ_A + φ_B))/4. Accidental coincidences are the product of the singles
-rates (multi-pair emission, partners lost, dark counts) and fall uniformly in time.
+path difference where one applies, plus the pair's timing spread: both channels' jitter (detector ⊕
+tagger) and the chromatic-dispersion broadening of the pair. Franson interference: in the central peak of
+two X channels with outputs s_a, s_b = ±1 the probability of the output pair is
+(1 + s_a·s_b·V·cos(φ_A + φ_B))/4. Accidental coincidences are the product of the measured singles rates
+(multi-pair emission, partners lost, dark counts) and fall uniformly in time.
 
-The Z outcome is the parity of the ``time_bin_ps`` slot of each (delay-compensated) timestamp; a true
-pair whose two timestamps differ by x lands in slots of different parity with probability tri(x), the
-triangle wave |x|/T folded with period 2T. Accidentals are random in both bases.
+Dispersion: the photons of a CW-pumped pair are frequency-anticorrelated, so the arms' dispersions add in
+the pair's time difference (nonlocal, Franson 1992); the pair's broadening is |D_A + D_B|·Δλ FWHM with
+D the arms' accumulated dispersion (ps/nm) and Δλ the effective filter width. Seed 001, Table 2 checks it:
+sqrt(60² + (D·1.0 nm)²) reproduces its "Timing uncertainty (analysis)" row for its 200 GHz channels.
 
-Offsets are in ps; Δ(t) = (delay_B + φ_B(t)) − (delay_A + φ_A(t)) with φ a node clock's phase.
+A :class:`LinkState` freezes everything that varies slowly (pump power, polarization, detector state,
+interferometer phases) over one acquisition; the three fidelities all sample from it.
+Offsets are in ps; Δ(t) = (delay_B(t) + φ_B(t)) − (delay_A(t) + φ_A(t)) with φ a node clock's phase.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy.special import ndtr
 
 from emulators.clock import EmulatedRbClock
-from emulators.detectors import DetectorParams
+from emulators.detectors import FWHM_PER_SIGMA, EmulatedDetectors, live_fraction
 from emulators.fibre import FibreArm
 from emulators.source import PairSource
 from emulators.world import PS_PER_S
 
-_SUB_POSITIONS = 5  # points across an acquisition at which the drifting offset is sampled
-_WINDOW_GRID = 241  # integration points across a coincidence window
 _PEAK_SPAN_SIGMAS = 10.0
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-@dataclass(frozen=True)
-class AnalyserParams:
-    z_fraction: float  # beam-splitter ratio to the Z (arrival-time) detector
-    fsr_ghz: float  # interferometer free spectral range (seed 000: "FSR = 2.5 GHz")
-    visibility: float  # seed 000: "Interferometer visibility: >99.7%"
-    phase_rad: float  # interferometer phase
+class PhaseTruth(Protocol):
+    """What the link needs of an interferometer: its visibility, imbalance and true phase."""
 
     @property
-    def imbalance_ps(self) -> float:
-        return 1e3 / self.fsr_ghz
+    def visibility(self) -> float: ...
+
+    @property
+    def imbalance_ps(self) -> float: ...
+
+    def phase_rad(self, t_ps: int) -> float: ...
+
+
+class EfficiencyTruth(Protocol):
+    """What the link needs of a polarization path: the detection-efficiency factor it causes."""
+
+    def efficiency_factor(self, t_ps: int) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -71,19 +80,13 @@ class Port:
 class Node:
     name: str
     arm: FibreArm
-    detectors: DetectorParams
-    analyser: AnalyserParams
+    detectors: EmulatedDetectors
+    z_fraction: float  # beam-splitter ratio to the Z (arrival-time) detector
+    interferometer: PhaseTruth
+    polarization: EfficiencyTruth
     clock: EmulatedRbClock
     channels: NodeChannels
-
-
-@functools.lru_cache(maxsize=16)
-def _window_grid(window_ps: int, time_bin_ps: int) -> tuple[np.ndarray, float, np.ndarray]:
-    """Integration points across ±window/2, their spacing, and tri() at each."""
-    x = np.linspace(-window_ps / 2, window_ps / 2, _WINDOW_GRID)
-    differ = tri(x, time_bin_ps)
-    x.flags.writeable = differ.flags.writeable = False  # shared by every caller of the cache
-    return x, float(x[1] - x[0]), differ
+    wavelength_nm: float  # centre of the DWDM channel this node receives
 
 
 def tri(x_ps: np.ndarray, period_ps: float) -> np.ndarray:
@@ -92,73 +95,70 @@ def tri(x_ps: np.ndarray, period_ps: float) -> np.ndarray:
     return np.where(u <= 1.0, u, 2.0 - u)
 
 
+def window_integrals(centre_ps: np.ndarray, sigma_ps: np.ndarray, half_window_ps: float,
+                     slot_ps: float) -> tuple[np.ndarray, np.ndarray]:
+    """For Gaussian peaks: probability inside ±half_window, and of that the different-slot-parity part.
+
+    The parity part is ∫|x|/T·N(x) over the window, exact while the window is no wider than ±T.
+    """
+    a = (-half_window_ps - centre_ps) / sigma_ps
+    b = (half_window_ps - centre_ps) / sigma_ps
+    z0 = -centre_ps / sigma_ps
+    cdf_a, cdf_b, cdf_0 = ndtr(a), ndtr(b), ndtr(z0)
+    pdf_a, pdf_b, pdf_0 = (np.exp(-0.5 * a * a) * _INV_SQRT_2PI, np.exp(-0.5 * b * b) * _INV_SQRT_2PI,
+                           np.exp(-0.5 * z0 * z0) * _INV_SQRT_2PI)
+    positive = centre_ps * (cdf_b - cdf_0) + sigma_ps * (pdf_0 - pdf_b)  # ∫_0^h x N dx
+    negative = centre_ps * (cdf_0 - cdf_a) + sigma_ps * (pdf_a - pdf_0)  # ∫_-h^0 x N dx
+    return cdf_b - cdf_a, (positive - negative) / slot_ps
+
+
 class LinkPhysics:
-    def __init__(self, source: PairSource, alice: Node, bob: Node, tagger_rms_jitter_ps: float) -> None:
+    def __init__(self, source: PairSource, alice: Node, bob: Node, tagger_rms_jitter_ps: float,
+                 filter_fwhm_nm: float) -> None:
         self.source = source
         self.nodes = {"alice": alice, "bob": bob}
         self.tagger_rms_jitter_ps = tagger_rms_jitter_ps
+        self.filter_fwhm_nm = filter_fwhm_nm
         self.ports: dict[int, Port] = {}
         for node in (alice, bob):
             c = node.channels
             self.ports[c.z] = Port(node.name, "Z", 0)
             self.ports[c.x_plus] = Port(node.name, "X", +1)
             self.ports[c.x_minus] = Port(node.name, "X", -1)
+        self.channels = tuple(sorted(self.ports))
 
     # -- static figures -------------------------------------------------------------------------
-    def node_transmission(self, node: str) -> float:
+    def nominal_transmission(self, node: str) -> float:
+        """Fibre, devices and detector efficiency at the best polarization."""
         n = self.nodes[node]
-        return n.arm.transmission * n.detectors.efficiency
+        return n.arm.transmission * n.detectors.params.efficiency
 
     def total_loss_db(self) -> float:
         """Two-photon loss from source to clicks, dB: what the seeds call 'total loss'."""
-        return -10.0 * math.log10(self.node_transmission("alice") * self.node_transmission("bob"))
+        return -10.0 * math.log10(self.nominal_transmission("alice") * self.nominal_transmission("bob"))
 
-    def _port_fraction(self, port: Port) -> float:
-        z = self.nodes[port.node].analyser.z_fraction
+    def port_fraction(self, port: Port) -> float:
+        z = self.nodes[port.node].z_fraction
         return z if port.basis == "Z" else (1.0 - z) / 2.0
 
-    def singles_rate_hz(self, channel: int) -> float:
-        port = self.ports[channel]
-        node = self.nodes[port.node]
-        signal = self.source.pair_rate_hz() * self.node_transmission(port.node) * self._port_fraction(port)
-        return signal + node.detectors.dark_count_hz
-
     def channel_sigma_ps(self, channel: int) -> float:
-        det = self.nodes[self.ports[channel].node].detectors
+        det = self.nodes[self.ports[channel].node].detectors.params
         return math.hypot(det.jitter_sigma_ps, self.tagger_rms_jitter_ps)
 
+    def dispersion_sigma_ps(self) -> float:
+        """RMS broadening of the pair's time difference by the two arms' residual dispersion."""
+        total_ps_per_nm = sum(n.arm.dispersion_ps_per_nm(n.wavelength_nm) for n in self.nodes.values())
+        return abs(total_ps_per_nm) * self.filter_fwhm_nm / FWHM_PER_SIGMA
+
     def pair_sigma_ps(self, a: int, b: int) -> float:
-        return math.hypot(self.channel_sigma_ps(a), self.channel_sigma_ps(b))
+        return math.sqrt(self.channel_sigma_ps(a) ** 2 + self.channel_sigma_ps(b) ** 2
+                         + self.dispersion_sigma_ps() ** 2)
 
     # -- the offset ---------------------------------------------------------------------------
     def offset_ps(self, t_ps: int) -> float:
         """True Δ(t): Bob's minus Alice's (propagation + clock phase) for a pair emitted at t, ps."""
         a, b = self.nodes["alice"], self.nodes["bob"]
-        return (b.arm.delay_ps + b.clock.phase_ps(t_ps)) - (a.arm.delay_ps + a.clock.phase_ps(t_ps))
-
-    def peaks(self, start: int, click: int) -> list[tuple[float, float]]:
-        """True-coincidence peaks of (click − start) as (shift from ±Δ in ps, rate in Hz)."""
-        pa, pb = self.ports[start], self.ports[click]
-        if pa.node == pb.node:
-            return []
-        rate = (self.source.pair_rate_hz() * self.node_transmission("alice")
-                * self.node_transmission("bob") * self._port_fraction(pa) * self._port_fraction(pb))
-        # ``rate`` already spreads X photons evenly over the two outputs (factor 1/2 per X side). Half of
-        # the photons through an interferometer take the long arm; in the central X–X peak the output
-        # pair is set by interference: (1 + s_a·s_b·V·cos φ)/4 instead of 1/4.
-        tau_a = self.nodes[pa.node].analyser.imbalance_ps
-        tau_b = self.nodes[pb.node].analyser.imbalance_ps
-        if pa.basis == "Z" and pb.basis == "Z":
-            return [(0.0, rate)]
-        if pa.basis == "Z":
-            return [(0.0, rate / 2), (tau_b, rate / 2)]
-        if pb.basis == "Z":
-            return [(0.0, rate / 2), (-tau_a, rate / 2)]
-        va = self.nodes[pa.node].analyser
-        vb = self.nodes[pb.node].analyser
-        visibility = va.visibility * vb.visibility
-        interference = 1.0 + pa.output * pb.output * visibility * math.cos(va.phase_rad + vb.phase_rad)
-        return [(-tau_a, rate / 4), (0.0, rate / 2 * interference), (tau_b, rate / 4)]
+        return (b.arm.delay_ps(t_ps) + b.clock.phase_ps(t_ps)) - (a.arm.delay_ps(t_ps) + a.clock.phase_ps(t_ps))
 
     def signed_offset_ps(self, start: int, click: int, t_ps: int) -> float:
         """Δ(t) as seen by (click − start): +Δ for Alice→Bob, −Δ for Bob→Alice, 0 within one node."""
@@ -168,88 +168,113 @@ class LinkPhysics:
         d = self.offset_ps(t_ps)
         return d if na == "alice" else -d
 
+    def state(self, t0_ps: int, t1_ps: int) -> LinkState:
+        """Freeze the link over [t0, t1] (t1 ≤ now): slow quantities at the midpoint, detector duty exact."""
+        mid = (t0_ps + t1_ps) // 2
+        eta = {}
+        cold = {}
+        for name, n in self.nodes.items():
+            eta[name] = (n.arm.transmission_at(mid) * n.detectors.params.efficiency
+                         * n.polarization.efficiency_factor(mid))
+            cold[name] = n.detectors.cold_fraction(t0_ps, t1_ps)
+        a, b = self.nodes["alice"].interferometer, self.nodes["bob"].interferometer
+        return LinkState(
+            link=self,
+            duration_s=(t1_ps - t0_ps) / PS_PER_S,
+            pair_rate_hz=self.source.pair_rate_hz(),
+            eta=eta,
+            cold=cold,
+            franson_cos=a.visibility * b.visibility * math.cos(a.phase_rad(mid) + b.phase_rad(mid)),
+        )
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """The link over one acquisition. Rates are per second of the interval."""
+
+    link: LinkPhysics
+    duration_s: float
+    pair_rate_hz: float
+    eta: dict[str, float]  # source → click probability of each node's photon (polarization included)
+    cold: dict[str, float]  # fraction of the interval each node's detectors were cold
+    franson_cos: float  # V_A·V_B·cos(φ_A + φ_B)
+
+    def incident_hz(self, channel: int) -> float:
+        """Rate of photons and dark counts reaching the channel while its detector is cold."""
+        port = self.link.ports[channel]
+        det = self.link.nodes[port.node].detectors.params
+        return self.pair_rate_hz * self.eta[port.node] * self.link.port_fraction(port) + det.dark_count_hz
+
+    def live(self, channel: int) -> float:
+        det = self.link.nodes[self.link.ports[channel].node].detectors.params
+        return live_fraction(self.incident_hz(channel), det.dead_time_ns)
+
+    def singles_hz(self, channel: int) -> float:
+        """Measured count rate: dead time and the detectors' offline time included."""
+        node = self.link.ports[channel].node
+        return self.incident_hz(channel) * self.live(channel) * self.cold[node]
+
+    def peaks(self, start: int, click: int) -> list[tuple[float, float]]:
+        """True-coincidence peaks of (click − start) as (shift from ±Δ in ps, rate in Hz)."""
+        link = self.link
+        pa, pb = link.ports[start], link.ports[click]
+        if pa.node == pb.node:
+            return []
+        rate = (self.pair_rate_hz * self.eta[pa.node] * self.eta[pb.node] * link.port_fraction(pa)
+                * link.port_fraction(pb) * self.live(start) * self.live(click) * self.cold[pa.node]
+                * self.cold[pb.node])
+        # ``rate`` already spreads X photons evenly over the two outputs (factor 1/2 per X side). Half of
+        # the photons through an interferometer take the long arm; in the central X–X peak the output
+        # pair is set by interference: (1 + s_a·s_b·V·cos φ)/4 instead of 1/4.
+        tau_a = link.nodes[pa.node].interferometer.imbalance_ps
+        tau_b = link.nodes[pb.node].interferometer.imbalance_ps
+        if pa.basis == "Z" and pb.basis == "Z":
+            return [(0.0, rate)]
+        if pa.basis == "Z":
+            return [(0.0, rate / 2), (tau_b, rate / 2)]
+        if pb.basis == "Z":
+            return [(0.0, rate / 2), (-tau_a, rate / 2)]
+        interference = 1.0 + pa.output * pb.output * self.franson_cos
+        return [(-tau_a, rate / 4), (0.0, rate / 2 * interference), (tau_b, rate / 4)]
+
+    def accidental_hz_per_ps(self, start: int, click: int) -> float:
+        return self.singles_hz(start) * self.singles_hz(click) / PS_PER_S
+
+    def _smeared_sigma_ps(self, start: int, click: int, r0_ps: float, r1_ps: float) -> float:
+        """Pair spread with the linear drift r0 → r1 across the acquisition folded in (as a uniform)."""
+        return math.sqrt(self.link.pair_sigma_ps(start, click) ** 2 + (r1_ps - r0_ps) ** 2 / 12.0)
+
     # -- expected measurements ------------------------------------------------------------------
     def expected_histogram(self, start: int, click: int, binwidth_ps: int, n_bins: int,
-                           r0_ps: float, r1_ps: float, duration_s: float) -> np.ndarray:
+                           r0_ps: float, r1_ps: float) -> np.ndarray:
         """Expected counts per bin, with the residual offset moving linearly from r0 to r1."""
-        accidental = (self.singles_rate_hz(start) * self.singles_rate_hz(click) * duration_s
-                      * binwidth_ps / PS_PER_S)
-        expected = np.full(n_bins, accidental)
-        sigma = self.pair_sigma_ps(start, click)
+        expected = np.full(n_bins, self.accidental_hz_per_ps(start, click) * binwidth_ps * self.duration_s)
+        sigma = self._smeared_sigma_ps(start, click, r0_ps, r1_ps)
         first_edge = -(n_bins // 2) * binwidth_ps
-        subs = np.linspace(r0_ps, r1_ps, _SUB_POSITIONS)
         for shift, rate in self.peaks(start, click):
-            centres = subs + shift
-            lo = math.floor((centres.min() - _PEAK_SPAN_SIGMAS * sigma - first_edge) / binwidth_ps)
-            hi = math.ceil((centres.max() + _PEAK_SPAN_SIGMAS * sigma - first_edge) / binwidth_ps)
-            lo, hi = max(lo, 0), min(hi, n_bins)
+            centre = (r0_ps + r1_ps) / 2 + shift
+            lo = max(math.floor((centre - _PEAK_SPAN_SIGMAS * sigma - first_edge) / binwidth_ps), 0)
+            hi = min(math.ceil((centre + _PEAK_SPAN_SIGMAS * sigma - first_edge) / binwidth_ps), n_bins)
             if lo >= hi:
                 continue
             edges = first_edge + np.arange(lo, hi + 1) * binwidth_ps
-            cdf = ndtr((edges[None, :] - centres[:, None]) / sigma).mean(axis=0)
-            expected[lo:hi] += rate * duration_s * np.diff(cdf)
+            expected[lo:hi] += rate * self.duration_s * np.diff(ndtr((edges - centre) / sigma))
         return expected
 
     def expected_coincidences(self, start: int, click: int, window_ps: int, time_bin_ps: int,
-                              r0_ps: float, r1_ps: float, duration_s: float) -> np.ndarray:
+                              r0_ps: float, r1_ps: float) -> np.ndarray:
         """Expected 2×2 counts [start-slot parity, click-slot parity] within ±window/2."""
-        accidental = (self.singles_rate_hz(start) * self.singles_rate_hz(click) * duration_s
-                      * window_ps / PS_PER_S)
-        peaks = self.peaks(start, click)
+        if window_ps > 2 * time_bin_ps:
+            raise ValueError(f"coincidence window {window_ps} ps wider than two Z slots of {time_bin_ps} ps")
+        accidental = self.accidental_hz_per_ps(start, click) * window_ps * self.duration_s
         same_n = diff_n = 0.0
+        peaks = self.peaks(start, click)
         if peaks:
-            x, dx, differ = _window_grid(window_ps, time_bin_ps)
             shifts, rates = np.array(peaks).T
-            sigma = self.pair_sigma_ps(start, click)
-            centres = np.linspace(r0_ps, r1_ps, _SUB_POSITIONS)[None, :] + shifts[:, None]  # (peak, sub)
-            z = (x[None, None, :] - centres[:, :, None]) / sigma
-            density = np.exp(-0.5 * z * z).mean(axis=1) * (dx / (sigma * math.sqrt(2 * math.pi)))  # (peak, x)
-            in_window = rates @ density * duration_s  # expected true pairs per grid point
-            diff_n = float(in_window @ differ)
-            same_n = float(in_window.sum()) - diff_n
+            sigma = self._smeared_sigma_ps(start, click, r0_ps, r1_ps)
+            inside, differ = window_integrals((r0_ps + r1_ps) / 2 + shifts, np.full(shifts.size, sigma),
+                                              window_ps / 2, time_bin_ps)
+            diff_n = float(rates @ differ) * self.duration_s
+            same_n = float(rates @ inside) * self.duration_s - diff_n
         return np.array([[same_n / 2 + accidental / 4, diff_n / 2 + accidental / 4],
                          [diff_n / 2 + accidental / 4, same_n / 2 + accidental / 4]])
-
-    # -- raw detections -------------------------------------------------------------------------
-    def sample_detections(self, t0_ps: int, duration_ps: int, phase0_ps: dict[str, float],
-                          phase1_ps: dict[str, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Every detection in [t0, t0 + duration): (node-timebase times in ps as float64, channel).
-
-        Clock phases are interpolated linearly between the snapshots at the two ends.
-        """
-        duration_s = duration_ps / PS_PER_S
-        n_pairs = rng.poisson(self.source.pair_rate_hz() * duration_s)
-        emit = rng.uniform(0.0, duration_ps, n_pairs)
-        times: list[np.ndarray] = []
-        chans: list[np.ndarray] = []
-        detected: dict[str, np.ndarray] = {}
-        outcome: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for name, node in self.nodes.items():
-            detected[name] = rng.random(n_pairs) < self.node_transmission(name)
-            is_z = rng.random(n_pairs) < node.analyser.z_fraction
-            long_arm = rng.random(n_pairs) < 0.5
-            output = np.where(rng.random(n_pairs) < 0.5, 1, -1)
-            outcome[name] = (is_z, long_arm, output)
-        # Franson interference: both in X, both through the same arm → outputs correlated.
-        za, la, oa = outcome["alice"]
-        zb, lb, ob = outcome["bob"]
-        aa, ab = self.nodes["alice"].analyser, self.nodes["bob"].analyser
-        p_same = (1.0 + aa.visibility * ab.visibility * math.cos(aa.phase_rad + ab.phase_rad)) / 2.0
-        interfering = ~za & ~zb & (la == lb)
-        same = rng.random(n_pairs) < p_same
-        ob[interfering] = np.where(same[interfering], oa[interfering], -oa[interfering])
-        for name, node in self.nodes.items():
-            is_z, long_arm, output = outcome[name]
-            keep = detected[name]
-            c = node.channels
-            ch = np.where(is_z, c.z, np.where(output > 0, c.x_plus, c.x_minus))[keep]
-            phase = phase0_ps[name] + (phase1_ps[name] - phase0_ps[name]) * emit[keep] / duration_ps
-            path = np.where(is_z | ~long_arm, 0.0, node.analyser.imbalance_ps)[keep]
-            jitter = rng.standard_normal(ch.size) * self.channel_sigma_ps(c.z)  # same rack per node
-            times.append(t0_ps + emit[keep] + node.arm.delay_ps + phase + path + jitter)
-            chans.append(ch)
-            for k in c.all():
-                n_dark = rng.poisson(node.detectors.dark_count_hz * duration_s)
-                times.append(t0_ps + phase0_ps[name] + rng.uniform(0.0, duration_ps, n_dark))
-                chans.append(np.full(n_dark, k))
-        return np.concatenate(times), np.concatenate(chans).astype(np.int32)

@@ -1,12 +1,14 @@
-"""Emulated Swabian-like time tagger spanning one link's channels, at ``stats`` fidelity.
+"""Emulated Swabian-like time tagger spanning one link's channels, at one of three fidelities.
 
-``acquire`` integrates for the requested duration in virtual time and returns Correlation histograms and
-time-bin-resolved Coincidences sampled (Poisson, per bin) from :class:`LinkPhysics` with the offset
-drifting across the acquisition; ``read_tags`` returns raw int64-ps tags for short acquisitions. Input
-delays act as Swabian's ``setInputDelay`` (added to every tag of the channel) and are latched at the start
-of an acquisition. Tagger jitter: 8 ps RMS per channel (seed 001, S6: Time Tagger Ultra performance
-edition). When the summed tag rate exceeds ``buffer_rate_hz`` the tagger flags an overflow and drops the
-excess (counted in ``missed_events``), scaling every count by the fraction it kept.
+``stats``: ``acquire`` returns Correlation histograms and time-bin-resolved Coincidences sampled (Poisson,
+per bin) from the closed-form expectations of :class:`LinkState`. ``pairs``: the same measurements counted
+from individually sampled coincidence candidates (:mod:`emulators.candidates`). ``tags``: only raw streams
+(:mod:`emulators.tagstream`) are served, and the stack finds coincidences itself. Raw tags are available
+at every fidelity for short blocks. Input delays act as Swabian's ``setInputDelay`` and are latched at the
+start of an acquisition. Tagger jitter: 8 ps RMS per channel (seed 001, S6: Time Tagger Ultra
+performance edition). At the measurement level, when the summed tag rate exceeds ``buffer_rate_hz`` the
+tagger flags an overflow and drops the excess (counted in ``missed_events``), scaling every count by the
+fraction it kept.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from drivers.interfaces.tagger import (
     AcquisitionRequest,
     CoincidenceCounts,
     CorrelationHistogram,
-    EventType,
     TagBlock,
     TaggerConstraints,
     TaggerStatus,
     TimeTagger,
 )
-from emulators.link import LinkPhysics
+from emulators.candidates import PairCandidates, candidate_range
+from emulators.link import LinkPhysics, LinkState
+from emulators.tagstream import NodeTiming, generate
 from emulators.world import PS_PER_S, World
 
 T = TypeVar("T")
@@ -60,14 +63,23 @@ class AcquisitionTruth:
         return (self.offset_start_ps + self.offset_end_ps) / 2
 
 
+FIDELITIES = ("tags", "pairs", "stats")
+
+
 class EmulatedLinkTagger(TimeTagger):
-    def __init__(self, world: World, link: LinkPhysics, params: TaggerParams, name: str = "tagger") -> None:
+    def __init__(self, world: World, link: LinkPhysics, params: TaggerParams, fidelity: str,
+                 name: str = "tagger") -> None:
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity must be one of {FIDELITIES}, got {fidelity!r}")
+        self.fidelity = fidelity
         self.name = name
         self.world = world
         self.link = link
         self.params = params
         self._rng = world.rng(name)
         self._delays_ps = dict.fromkeys(sorted(link.ports), 0)
+        self._buffer_rate_hz = params.buffer_rate_hz
+        self._choked_until_ps = -1
         self._overflows = 0
         self._missed_events = 0
         self.truth_log: list[AcquisitionTruth] = []
@@ -76,7 +88,7 @@ class EmulatedLinkTagger(TimeTagger):
     async def constraints(self) -> TaggerConstraints:
         p = self.params
         return TaggerConstraints(tuple(self._delays_ps), p.max_input_delay_ps, p.max_histogram_bins,
-                                 p.max_tag_block_ps)
+                                 p.max_tag_block_ps, measurements=self.fidelity != "tags")
 
     async def status(self) -> TaggerStatus:
         return TaggerStatus(dict(self._delays_ps), self._overflows, self._missed_events)
@@ -88,6 +100,8 @@ class EmulatedLinkTagger(TimeTagger):
         self._delays_ps[channel] = int(delay_ps)
 
     async def acquire(self, request: AcquisitionRequest) -> Acquisition:
+        if self.fidelity == "tags":
+            raise DriverError(self.name, "at 'tags' fidelity this tagger serves raw streams only (read_tags)")
         self._validate(request)
         delays = dict(self._delays_ps)
         pairs = [(h.start_channel, h.click_channel) for h in request.histograms]
@@ -107,20 +121,30 @@ class EmulatedLinkTagger(TimeTagger):
     async def read_tags(self, duration_ps: int) -> TagBlock:
         check_range(self.name, "tag block duration (ps)", duration_ps, 1, self.params.max_tag_block_ps)
         t0 = self.world.now_ps
-        phase0 = self._phases(t0)
+        start = {name: self._node_offset_ps(name, t0) for name in self.link.nodes}
         delays = dict(self._delays_ps)
 
         def sample() -> TagBlock:
-            phase1 = self._phases(self.world.now_ps)
-            times, chans = self.link.sample_detections(t0, duration_ps, phase0, phase1, self._rng)
-            times += _lookup(delays, chans)
-            order = np.argsort(times, kind="stable")
-            stamps = np.rint(times[order]).astype(np.int64)
-            n = stamps.size
-            return TagBlock(stamps, chans[order], np.full(n, EventType.TIME_TAG, np.uint8),
-                            np.zeros(n, np.uint16))
+            t1 = self.world.now_ps
+            timing = {name: NodeTiming(start[name], self._node_offset_ps(name, t1)) for name in self.link.nodes}
+            block, overflows, missed = generate(self.link.state(t0, t1), t0, duration_ps, timing, delays,
+                                                self._buffer_hz(), self._rng)
+            self._overflows += overflows
+            self._missed_events += missed
+            self.truth_log.append(AcquisitionTruth(t0, t1, self.link.offset_ps(t0), self.link.offset_ps(t1)))
+            return block
 
         return await self._after(duration_ps, sample)
+
+    def choke(self, buffer_rate_hz: float, duration_s: float) -> None:
+        """Fault: the stream carries at most ``buffer_rate_hz`` for ``duration_s`` (e.g. a congested link)."""
+        self._buffer_rate_hz = buffer_rate_hz
+        self._choked_until_ps = self.world.now_ps + round(duration_s * PS_PER_S)
+
+    def _buffer_hz(self) -> float:
+        if self.world.now_ps >= self._choked_until_ps:
+            self._buffer_rate_hz = self.params.buffer_rate_hz
+        return self._buffer_rate_hz
 
     # -- internals ------------------------------------------------------------------------------
     async def _after(self, duration_ps: int, compute: Callable[[], T]) -> T:
@@ -138,8 +162,10 @@ class EmulatedLinkTagger(TimeTagger):
         self.world.env.timeout(duration_ps).callbacks.append(done)
         return await fut
 
-    def _phases(self, t_ps: int) -> dict[str, float]:
-        return {name: node.clock.phase_ps(t_ps) for name, node in self.link.nodes.items()}
+    def _node_offset_ps(self, name: str, t_ps: int) -> float:
+        """Arm delay plus clock phase of node ``name`` for a photon emitted at ``t_ps``."""
+        node = self.link.nodes[name]
+        return node.arm.delay_ps(t_ps) + node.clock.phase_ps(t_ps)
 
     def _residual_ps(self, pair: tuple[int, int], t_ps: int, delays: dict[int, int]) -> float:
         start, click = pair
@@ -165,42 +191,52 @@ class EmulatedLinkTagger(TimeTagger):
             self._check_channel(c)
 
     def _sample(self, request: AcquisitionRequest, delays: dict[int, int],
-                start_offsets: dict[tuple[int, int], float]) -> Acquisition:
+                 start_offsets: dict[tuple[int, int], float]) -> Acquisition:
         t1 = self.world.now_ps
-        duration_s = request.duration_ps / PS_PER_S
-        link = self.link
-        total_rate = sum(link.singles_rate_hz(c) for c in self._delays_ps)
-        kept = min(1.0, self.params.buffer_rate_hz / total_rate) if total_rate > 0 else 1.0
+        t0 = t1 - request.duration_ps
+        state = self.link.state(t0, t1)
+        total_rate = sum(state.singles_hz(c) for c in self._delays_ps)
+        kept = min(1.0, self._buffer_hz() / total_rate) if total_rate > 0 else 1.0
         overflow = kept < 1.0
-        missed = round((1.0 - kept) * total_rate * duration_s)
+        missed = round((1.0 - kept) * total_rate * state.duration_s)
         if overflow:
             self._overflows += 1
             self._missed_events += missed
-        # Coincidences need both tags kept.
-        scale = kept * kept
-        histograms = []
-        for spec in request.histograms:
-            pair = (spec.start_channel, spec.click_channel)
-            expected = link.expected_histogram(*pair, spec.binwidth_ps, spec.n_bins, start_offsets[pair],
-                                               self._residual_ps(pair, t1, delays), duration_s)
-            histograms.append(CorrelationHistogram(spec, self._rng.poisson(expected * scale)))
-        coincidences = None
-        if request.coincidences is not None:
-            cs = request.coincidences
-            counts = np.empty((len(cs.pairs), 2, 2), np.int64)
-            for i, pair in enumerate(cs.pairs):
-                expected = link.expected_coincidences(*pair, cs.window_ps, cs.time_bin_ps, start_offsets[pair],
-                                                      self._residual_ps(pair, t1, delays), duration_s)
-                counts[i] = self._rng.poisson(expected * scale)
-            coincidences = CoincidenceCounts(cs, counts)
-        rates = {c: float(self._rng.poisson(link.singles_rate_hz(c) * kept * duration_s)) / duration_s
+        scale = kept * kept  # a coincidence needs both of its tags kept
+        residual = {p: (r0, self._residual_ps(p, t1, delays)) for p, r0 in start_offsets.items()}
+        cs = request.coincidences
+        if self.fidelity == "pairs":
+            histograms, counts = self._count_candidates(request, state, residual, scale)
+        else:
+            histograms = tuple(
+                CorrelationHistogram(h, self._rng.poisson(scale * state.expected_histogram(
+                    h.start_channel, h.click_channel, h.binwidth_ps, h.n_bins,
+                    *residual[(h.start_channel, h.click_channel)])))
+                for h in request.histograms)
+            counts = None if cs is None else self._rng.poisson(scale * np.array(
+                [state.expected_coincidences(*pair, cs.window_ps, cs.time_bin_ps, *residual[pair])
+                 for pair in cs.pairs]))
+        coincidences = None if cs is None else CoincidenceCounts(cs, counts)
+        rates = {c: float(self._rng.poisson(state.singles_hz(c) * kept * state.duration_s)) / state.duration_s
                  for c in request.count_channels}
-        return Acquisition(request, tuple(histograms), coincidences, rates, overflow, missed)
+        return Acquisition(request, histograms, coincidences, rates, overflow, missed)
 
+    def _count_candidates(self, request: AcquisitionRequest, state: LinkState,
+                          residual: dict[tuple[int, int], tuple[float, float]],
+                          scale: float) -> tuple[tuple[CorrelationHistogram, ...], np.ndarray | None]:
+        """Histograms and coincidence counts from individually sampled candidates (``pairs`` fidelity)."""
+        cs = request.coincidences
+        slot_ps = cs.time_bin_ps if cs is not None else 1
+        candidates = {}
+        for pair in residual:
+            lo, hi = candidate_range(pair, request.histograms, cs)
+            candidates[pair] = PairCandidates(state, *pair, *residual[pair], lo, hi, slot_ps, self._rng)
+        histograms = tuple(
+            CorrelationHistogram(h, self._thin(candidates[(h.start_channel, h.click_channel)].histogram(h), scale))
+            for h in request.histograms)
+        counts = None if cs is None else np.array([self._thin(candidates[p].coincidences(cs), scale)
+                                                   for p in cs.pairs])
+        return histograms, counts
 
-def _lookup(delays: dict[int, int], channels: np.ndarray) -> np.ndarray:
-    """Per-tag input delay in ps for an array of channel numbers."""
-    table = np.zeros(max(delays) + 1, np.int64)
-    for ch, d in delays.items():
-        table[ch] = d
-    return table[channels]
+    def _thin(self, counts: np.ndarray, keep: float) -> np.ndarray:
+        return counts if keep >= 1.0 else self._rng.binomial(counts, keep)

@@ -75,12 +75,13 @@ def test_validate_shipped_scenario_exits_0() -> None:
 
 # (text, needle giving the expected line, field, problem)
 BAD_CASES = {
-    "unknown-field": (edit("fibre: {length_km: 0.1, device_loss_db: 7.277}",
-                           "fibre: {length_km: 0.1, lenght: 0.1, device_loss_db: 7.277}"),
+    "unknown-field": (edit("fibre: {length_km: 0.1, device_loss_db: 12.0, compensation_ps_per_nm: -880.0}",
+                           "fibre: {length_km: 0.1, lenght: 0.1, device_loss_db: 12.0, "
+                           "compensation_ps_per_nm: -880.0}"),
                       "lenght", "link.alice.fibre.lenght", "unknown field (allowed: length_km,"),
     "wrong-type-seed": (edit("seed: 20251105", 'seed: "abc"'), 'seed: "abc"', "seed", "valid integer"),
     "wrong-type-duration": (edit("duration_s: 3600", "duration_s: [1]"), "duration_s", "duration_s", "valid number"),
-    "negative-device-loss": (edit("fibre: {length_km: 0.1, device_loss_db: 7.277}",
+    "negative-device-loss": (edit("fibre: {length_km: 0.1, device_loss_db: 12.0, compensation_ps_per_nm: -880.0}",
                                   "fibre: {length_km: 0.1, device_loss_db: -1}"),
                              "device_loss_db: -1", "link.alice.fibre.device_loss_db", "(got -1)"),
     "negative-length": (edit("fibre: {length_km: 50.0,", "fibre: {length_km: -2,"), "length_km: -2",
@@ -93,7 +94,7 @@ BAD_CASES = {
     "not-a-mapping": ("- name: smoke\n- seed: 1\n", "- name: smoke", None, "must be a YAML mapping"),
     "unknown-metric": (edit("  qber_z_mean: {min", "  qber_y_mean: {max: 0.1}\n  qber_z_mean: {min"),
                        "qber_y_mean", "acceptance.qber_y_mean", "(got 'qber_y_mean')"),
-    "pump-out-of-range": (edit("  pump:\n    power_mw: 5.0\n", "  pump: {power_mw: 60.0}\n"), "pump:", "link.pump",
+    "pump-out-of-range": (edit("  pump:\n    power_mw: 16.7\n", "  pump: {power_mw: 60.0}\n"), "pump:", "link.pump",
                           "power_mw=60.0 outside [0.0, 50.0]"),
 }
 

@@ -11,14 +11,22 @@ from scipy import integrate
 from scipy.special import erf
 
 from bench import vtime
+from bench.coincidence import measure
 from bench.rig import Rig, build_emulated_rig
 from bench.scenario import Scenario
 from drivers.errors import DriverError, SetpointOutOfRange
 from drivers.interfaces import AcquisitionRequest, CoincidenceSpec, HistogramSpec
-from emulators.link import tri
+from emulators.link import LinkState, tri
 
 K_SIGMA = 5.0
 ACQ_PS = 500_000_000_000
+T_BIN = 800
+
+
+def _state(rig: Rig, duration_s: float = 1.0) -> LinkState:
+    """The link frozen over ``duration_s`` from now (the slow quantities do not move in a test)."""
+    t = rig.emulator.world.now_ps
+    return rig.emulator.link.state(t, t + round(duration_s * 1e12))
 
 
 def _run(rig: Rig, coro):  # type: ignore[no-untyped-def]
@@ -27,7 +35,7 @@ def _run(rig: Rig, coro):  # type: ignore[no-untyped-def]
 
 def _z_spec(rig: Rig) -> CoincidenceSpec:
     c = rig.channels
-    return CoincidenceSpec(((c.alice_z, c.bob_z),), window_ps=120, time_bin_ps=400)
+    return CoincidenceSpec(((c.alice_z, c.bob_z),), window_ps=120, time_bin_ps=T_BIN)
 
 
 async def _centre_on_truth(rig: Rig, extra_ps: int = 0) -> None:
@@ -46,7 +54,7 @@ def test_pair_rate_is_proportional_to_pump_power(rig: Rig) -> None:
 
     async def main() -> tuple[float, float]:
         before = source_rate()
-        await rig.pump.set_power(2.5)
+        await rig.pump.set_power(8.35)
         await asyncio.sleep(5.0)  # > settling time
         return before, source_rate()
 
@@ -56,16 +64,17 @@ def test_pair_rate_is_proportional_to_pump_power(rig: Rig) -> None:
 
 def test_expected_z_coincidences_match_closed_form(rig: Rig) -> None:
     link = rig.emulator.link
+    state = _state(rig)
     c = rig.channels
     sigma = link.pair_sigma_ps(c.alice_z, c.bob_z)
-    expected = link.expected_coincidences(c.alice_z, c.bob_z, 120, 400, 0.0, 0.0, 1.0)
-    true_rate = (link.source.pair_rate_hz() * link.node_transmission("alice") * link.node_transmission("bob")
-                 * 0.5 * 0.5)
+    expected = state.expected_coincidences(c.alice_z, c.bob_z, 120, T_BIN, 0.0, 0.0)
+    true_rate = (state.pair_rate_hz * state.eta["alice"] * state.eta["bob"] * 0.5 * 0.5
+                 * state.live(c.alice_z) * state.live(c.bob_z))
     in_window = erf(60 / (sigma * math.sqrt(2)))
-    accidental = link.singles_rate_hz(c.alice_z) * link.singles_rate_hz(c.bob_z) * 120e-12
+    accidental = state.singles_hz(c.alice_z) * state.singles_hz(c.bob_z) * 120e-12
     assert expected.sum() == pytest.approx(true_rate * in_window + accidental, rel=1e-3)
     pdf = lambda x: math.exp(-0.5 * (x / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))  # noqa: E731
-    slot_error = integrate.quad(lambda x: pdf(x) * abs(x) / 400, -60, 60)[0]
+    slot_error = integrate.quad(lambda x: pdf(x) * abs(x) / T_BIN, -60, 60)[0]
     errors = expected[0, 1] + expected[1, 0]
     assert errors == pytest.approx(true_rate * slot_error + accidental / 2, rel=1e-3)
 
@@ -87,8 +96,9 @@ def test_sampled_coincidences_scatter_as_poisson_around_the_model(rig: Rig) -> N
             acq = await rig.tagger.acquire(AcquisitionRequest(ACQ_PS, coincidences=_z_spec(rig)))
             truth = rig.emulator.truth_log[-1]
             counts.append(acq.coincidences.counts[0])
-            expected.append(link.expected_coincidences(c.alice_z, c.bob_z, 120, 400, truth.offset_start_ps - applied,
-                                                       truth.offset_end_ps - applied, 0.5))
+            state = link.state(truth.start_ps, truth.end_ps)
+            expected.append(state.expected_coincidences(c.alice_z, c.bob_z, 120, T_BIN, truth.offset_start_ps - applied,
+                                                        truth.offset_end_ps - applied))
         return np.array(counts).sum(axis=0), np.array(expected).sum(axis=0)
 
     counts, expected = _run(rig, main())
@@ -107,8 +117,8 @@ def test_far_from_the_peak_only_accidentals_remain_and_parities_are_random(rig: 
         return acq.coincidences.counts[0]
 
     counts = _run(rig, main())
-    link = rig.emulator.link
-    accidental = link.singles_rate_hz(c.alice_z) * link.singles_rate_hz(c.bob_z) * 120e-12 * 5.0
+    state = _state(rig)
+    accidental = state.singles_hz(c.alice_z) * state.singles_hz(c.bob_z) * 120e-12 * 5.0
     assert counts.sum() == pytest.approx(accidental, abs=K_SIGMA * math.sqrt(accidental))
     random_parity = (counts[0, 1] + counts[1, 0]) / counts.sum()
     assert random_parity == pytest.approx(0.5, abs=K_SIGMA * 0.5 / math.sqrt(counts.sum()))
@@ -116,20 +126,20 @@ def test_far_from_the_peak_only_accidentals_remain_and_parities_are_random(rig: 
 
 def test_x_basis_qber_follows_the_franson_phase(smoke: Scenario) -> None:
     def qber_x(phase_rad: float) -> float:
-        bob = smoke.link.bob.model_copy(update={"analyser": smoke.link.bob.analyser.model_copy(
-            update={"phase_rad": phase_rad})})
+        bob = smoke.link.bob.model_copy(update={"interferometer": smoke.link.bob.interferometer.model_copy(
+            update={"phase0_rad": phase_rad, "drift_rad_per_sqrt_s": 0.0})})
         scenario = smoke.model_copy(update={"link": smoke.link.model_copy(update={"bob": bob})})
         rig = build_emulated_rig(scenario, seed=1)
-        link, c = rig.emulator.link, rig.channels
-        e = {(a, b): link.expected_coincidences(a, b, 120, 400, 0.0, 0.0, 1.0).sum()
+        state, c = _state(rig), rig.channels
+        e = {(a, b): state.expected_coincidences(a, b, 120, T_BIN, 0.0, 0.0).sum()
              for a in (c.alice_x_plus, c.alice_x_minus) for b in (c.bob_x_plus, c.bob_x_minus)}
         differ = e[(c.alice_x_plus, c.bob_x_minus)] + e[(c.alice_x_minus, c.bob_x_plus)]
         return differ / sum(e.values())
 
-    assert qber_x(math.pi / 2) == pytest.approx(0.5, abs=1e-9)
+    assert qber_x(math.pi / 2) == pytest.approx(0.5, abs=1e-4)  # Alice's phase walks ~1e-5 rad in 0.5 s
     assert qber_x(math.pi) > 0.95
     floor = qber_x(0.0)
-    assert (1 - 0.997**2) / 2 < floor < 0.03  # visibility floor plus accidentals
+    assert (1 - 0.997**2) / 2 < floor < 0.05  # visibility floor plus accidentals
 
 
 def test_histogram_peaks_at_the_true_offset(rig: Rig) -> None:
@@ -159,20 +169,16 @@ def test_raw_tags_agree_with_the_stats_model(rig: Rig) -> None:
         return await rig.tagger.read_tags(duration_ps)
 
     block = _run(rig, main())
-    link = rig.emulator.link
+    state = _state(rig, duration_ps / 1e12)
     assert block.timestamps_ps.dtype == np.int64
     assert np.all(np.diff(block.timestamps_ps) >= 0)
     for ch in (c.alice_z, c.alice_x_plus, c.bob_z, c.bob_x_minus):
         n = int((block.channels == ch).sum())
-        expected = link.singles_rate_hz(ch) * duration_ps / 1e12
+        expected = state.singles_hz(ch) * state.duration_s
         assert n == pytest.approx(expected, abs=K_SIGMA * math.sqrt(expected))
-    # Our own coincidence finder on the raw stream versus the stats model's expectation.
-    a = block.timestamps_ps[block.channels == c.alice_z]
-    b = block.timestamps_ps[block.channels == c.bob_z]
-    idx = np.clip(np.searchsorted(a, b), 1, a.size - 1)
-    nearest = np.where(np.abs(b - a[idx - 1]) < np.abs(b - a[idx]), a[idx - 1], a[idx])
-    found = int((np.abs(b - nearest) <= 60).sum())
-    expected = link.expected_coincidences(c.alice_z, c.bob_z, 120, 400, 0.0, 0.0, duration_ps / 1e12).sum()
+    # The stack's coincidence finder on the raw stream versus the stats model's expectation.
+    found = measure(block, AcquisitionRequest(duration_ps, coincidences=_z_spec(rig))).coincidences.counts[0].sum()
+    expected = state.expected_coincidences(c.alice_z, c.bob_z, 120, T_BIN, 0.0, 0.0).sum()
     assert found == pytest.approx(expected, abs=K_SIGMA * math.sqrt(expected))
 
 

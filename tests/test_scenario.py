@@ -55,9 +55,9 @@ def test_shipped_scenario_validates_and_defaults_resolve() -> None:
     assert scenario.duration_s == 3600
     assert scenario.fidelity == "stats"
     # values given in the file
-    assert scenario.link.pump.power_mw == 5.0
+    assert scenario.link.pump.power_mw == 16.7
     assert scenario.link.bob.fibre.length_km == 50.0
-    assert scenario.link.bob.fibre.device_loss_db == pytest.approx(7.277)
+    assert scenario.link.bob.fibre.device_loss_db == pytest.approx(2.553)
     assert (scenario.link.bob.channels.z, scenario.link.bob.channels.x_plus, scenario.link.bob.channels.x_minus) == (
         5, 6, 7)
     # defaults the file leaves out
@@ -65,7 +65,7 @@ def test_shipped_scenario_validates_and_defaults_resolve() -> None:
     assert scenario.link.alice.fibre.loss_db_per_km == 0.35
     assert scenario.link.bob.detectors.efficiency == 0.85
     assert scenario.link.bob.detectors.dark_count_hz == 30.0
-    assert scenario.link.alice.analyser.visibility == 0.997
+    assert scenario.link.alice.interferometer.visibility == 0.997
     assert scenario.link.tagger.rms_jitter_ps == 8.0
     assert scenario.link.pump.min_power_mw == 0.0
     assert scenario.link.pump.max_power_mw == 50.0
@@ -94,8 +94,9 @@ def test_optional_top_level_fields_have_defaults() -> None:
 
 
 def test_unknown_nested_field_is_refused_with_allowed_names() -> None:
-    text = edit("fibre: {length_km: 0.1, device_loss_db: 7.277}",
-                "fibre: {length_km: 0.1, lenght: 0.1, device_loss_db: 7.277}")
+    text = edit("fibre: {length_km: 0.1, device_loss_db: 12.0, compensation_ps_per_nm: -880.0}",
+                "fibre: {length_km: 0.1, lenght: 0.1, device_loss_db: 12.0, "
+                           "compensation_ps_per_nm: -880.0}")
     message = error_of(text)
     line = line_of(text, "lenght")
     assert message.splitlines() == [message]  # exactly one problem
@@ -112,7 +113,7 @@ def test_misspelt_required_field_reports_the_typo_and_the_missing_field() -> Non
 
 
 def test_unknown_field_in_a_block_mapping_points_at_its_own_line() -> None:
-    text = edit("    power_mw: 5.0\n", "    power_mw: 5.0\n    powr_mw: 6.0\n")
+    text = edit("    power_mw: 16.7\n", "    power_mw: 16.7\n    powr_mw: 6.0\n")
     assert_names(error_of(text), FILE, line_of(text, "powr_mw"), "link.pump.powr_mw", "unknown field", "power_mw")
 
 
@@ -141,7 +142,8 @@ def test_wrong_type_names_field_and_line(old: str, new: str, field: str, problem
 
 
 @pytest.mark.parametrize(("old", "new", "field", "got"), [
-    pytest.param("fibre: {length_km: 0.1, device_loss_db: 7.277}", "fibre: {length_km: 0.1, device_loss_db: -1}",
+    pytest.param("fibre: {length_km: 0.1, device_loss_db: 12.0, compensation_ps_per_nm: -880.0}",
+                 "fibre: {length_km: 0.1, device_loss_db: -1}",
                  "link.alice.fibre.device_loss_db", "(got -1)", id="device-loss"),
     pytest.param("fibre: {length_km: 50.0,", "fibre: {length_km: -2,", "link.bob.fibre.length_km", "(got -2)",
                  id="length"),
@@ -159,14 +161,14 @@ def test_negative_loss_is_refused(old: str, new: str, field: str, got: str) -> N
     pytest.param("{power_mw: 5.0, max_power_mw: 4.0}", "power_mw=5.0 outside [0.0, 4.0]", id="above-max"),
 ])
 def test_pump_power_outside_its_range(pump: str, problem: str) -> None:
-    text = edit("  pump:\n    power_mw: 5.0\n", f"  pump: {pump}\n")
+    text = edit("  pump:\n    power_mw: 16.7\n", f"  pump: {pump}\n")
     message = error_of(text)
     assert message.splitlines() == [message]
     assert_names(message, FILE, line_of(text, "pump:"), "link.pump", problem)
 
 
 def test_pump_power_at_its_bounds_is_accepted() -> None:
-    text = edit("  pump:\n    power_mw: 5.0\n", "  pump: {power_mw: 50.0, min_power_mw: 50.0}\n")
+    text = edit("  pump:\n    power_mw: 16.7\n", "  pump: {power_mw: 50.0, min_power_mw: 50.0}\n")
     assert parse_scenario(text, FILE).link.pump.power_mw == 50.0
 
 
@@ -197,7 +199,7 @@ def test_error_about_a_block_mapping_points_at_its_key(old: str, new: str, key: 
 
 @pytest.mark.parametrize(("old", "new", "problem"), [
     pytest.param("fidelity: stats", "fidelity: stats: pairs", "mapping values are not allowed", id="colon"),
-    pytest.param("  pump:\n    power_mw: 5.0\n", "  pump:\n\tpower_mw: 5.0\n", "'\\t'", id="tab"),
+    pytest.param("  pump:\n    power_mw: 16.7\n", "  pump:\n\tpower_mw: 16.7\n", "'\\t'", id="tab"),
 ])
 def test_yaml_syntax_error_names_file_and_line(old: str, new: str, problem: str) -> None:
     text = edit(old, new)
@@ -253,7 +255,7 @@ def test_load_names_the_path_in_validation_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("old", "new", "needle", "field"), [
     pytest.param("fidelity: stats\n", "fidelity: stats\nseed: 1\n", "seed: 1", "seed", id="top-level"),
     pytest.param("{z: 1,", "{z: 1, z: 4,", "z: 4", "link.alice.channels.z", id="flow-mapping"),
-    pytest.param("    power_mw: 5.0\n", "    power_mw: 5.0\n    power_mw: 6.0\n", "power_mw: 6.0",
+    pytest.param("    power_mw: 16.7\n", "    power_mw: 16.7\n    power_mw: 6.0\n", "power_mw: 6.0",
                  "link.pump.power_mw", id="block-mapping"),
 ])
 def test_duplicate_key_is_refused_at_its_second_occurrence(old: str, new: str, needle: str, field: str) -> None:

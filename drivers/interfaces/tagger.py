@@ -115,6 +115,7 @@ class TaggerConstraints:
     max_input_delay_ps: int
     max_histogram_bins: int
     max_tag_block_ps: int  # raw tags are served only for acquisitions up to this long
+    measurements: bool = True  # acquire() offered; if not, the stack finds coincidences in read_tags()
 
 
 @dataclass(frozen=True)

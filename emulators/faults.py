@@ -1,0 +1,146 @@
+"""Fault injection: what the scenario layer schedules to make an emulated link fail and recover.
+
+Each fault acts on the emulated devices' hidden state (a clock loses lock, a fibre is cut, a detector rack
+warms up, the tagger's buffer chokes, an interferometer's phase jumps, the polarization is scrambled, the
+temperature makes an excursion) or on their driver face: :class:`Answering` wraps a device so that, while
+it is silenced, every call hangs for the driver's timeout and then raises ``DeviceTimeout`` — what a real
+instrument that stops answering looks like to the stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.errors import DeviceTimeout
+from emulators.clock import EmulatedRbClock
+from emulators.detectors import EmulatedDetectors
+from emulators.environment import Environment, Excursion
+from emulators.fibre import FibreArm
+from emulators.interferometer import EmulatedInterferometer
+from emulators.polarization import EmulatedPolarization
+from emulators.tagger import EmulatedLinkTagger
+from emulators.world import PS_PER_S, World
+
+FAULT_KINDS = ("clock_unlock", "fibre_cut", "detector_warm_up", "tagger_overflow", "instrument_silent",
+               "phase_jump", "polarization_scramble", "temperature_excursion")
+
+
+class Silence:
+    """Whether a device answers; silenced until a virtual time."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+        self._until_ps = -1
+
+    def silence(self, duration_s: float) -> None:
+        self._until_ps = max(self._until_ps, self._world.now_ps + round(duration_s * PS_PER_S))
+
+    @property
+    def active(self) -> bool:
+        return self._world.now_ps < self._until_ps
+
+
+class Answering:
+    """A device's driver face that stops answering while its :class:`Silence` is active."""
+
+    def __init__(self, device: Any, silence: Silence, timeout_s: float) -> None:
+        self._device = device
+        self._silence = silence
+        self._timeout_s = timeout_s
+        self.name: str = device.name
+
+    def __getattr__(self, attr: str) -> Any:
+        target = getattr(self._device, attr)
+        if not inspect.iscoroutinefunction(target):
+            return target
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self._silence.active:
+                await asyncio.sleep(self._timeout_s)
+                raise DeviceTimeout(self.name, self._timeout_s, attr)
+            return await target(*args, **kwargs)
+
+        return call
+
+
+@dataclass
+class NodeDevices:
+    arm: FibreArm
+    clock: EmulatedRbClock
+    detectors: EmulatedDetectors
+    interferometer: EmulatedInterferometer
+    polarization: EmulatedPolarization
+
+
+class FaultInjector:
+    """Applies faults now or at a scheduled virtual time; ``log`` keeps (t_s, description) of each."""
+
+    def __init__(self, world: World, nodes: dict[str, NodeDevices], tagger: EmulatedLinkTagger,
+                 environment: Environment, silences: dict[str, Silence]) -> None:
+        self.world = world
+        self.nodes = nodes
+        self.tagger = tagger
+        self.environment = environment
+        self.silences = silences
+        self.log: list[tuple[float, str]] = []
+
+    def schedule(self, at_s: float, kind: str, **kwargs: Any) -> None:
+        """Inject ``kind`` (one of FAULT_KINDS) at virtual time ``at_s`` with its keyword arguments."""
+        action = self._action(kind)
+        delay_ps = max(0, round(at_s * PS_PER_S) - self.world.now_ps)
+        self.world.env.timeout(delay_ps).callbacks.append(lambda _e: action(**kwargs))
+
+    def inject(self, kind: str, **kwargs: Any) -> None:
+        self._action(kind)(**kwargs)
+
+    def _action(self, kind: str) -> Callable[..., None]:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; faults are {', '.join(FAULT_KINDS)}")
+        return getattr(self, kind)
+
+    def _note(self, text: str) -> None:
+        self.log.append((self.world.now_ps / PS_PER_S, text))
+
+    def _node(self, node: str) -> NodeDevices:
+        if node not in self.nodes:
+            raise ValueError(f"no node {node!r}; nodes are {', '.join(self.nodes)}")
+        return self.nodes[node]
+
+    # -- the faults -----------------------------------------------------------------------------
+    def clock_unlock(self, node: str, duration_s: float) -> None:
+        self._node(node).clock.unlock(duration_s)
+        self._note(f"{node} clock unlocked for {duration_s:g} s")
+
+    def fibre_cut(self, node: str, duration_s: float) -> None:
+        self._node(node).arm.cut(self.world.now_ps, round(duration_s * PS_PER_S))
+        self._note(f"{node} fibre cut for {duration_s:g} s")
+
+    def detector_warm_up(self, node: str, duration_s: float) -> None:
+        self._node(node).detectors.warm_up(duration_s)
+        self._note(f"{node} detectors warm for {duration_s:g} s")
+
+    def tagger_overflow(self, duration_s: float, buffer_rate_hz: float) -> None:
+        self.tagger.choke(buffer_rate_hz, duration_s)
+        self._note(f"tagger buffer limited to {buffer_rate_hz:g} tags/s for {duration_s:g} s")
+
+    def instrument_silent(self, device: str, duration_s: float) -> None:
+        if device not in self.silences:
+            raise ValueError(f"no device {device!r}; devices are {', '.join(self.silences)}")
+        self.silences[device].silence(duration_s)
+        self._note(f"{device} stops answering for {duration_s:g} s")
+
+    def phase_jump(self, node: str, delta_rad: float) -> None:
+        self._node(node).interferometer.phase_jump(delta_rad)
+        self._note(f"{node} interferometer phase jump {delta_rad:+g} rad")
+
+    def polarization_scramble(self, node: str) -> None:
+        self._node(node).polarization.scramble()
+        self._note(f"{node} polarization scrambled")
+
+    def temperature_excursion(self, duration_s: float, delta_c: float) -> None:
+        self.environment.add_excursion(Excursion(self.world.now_ps / PS_PER_S, duration_s, delta_c))
+        self._note(f"temperature excursion {delta_c:+g} °C over {duration_s:g} s")
