@@ -28,10 +28,9 @@ class StackSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     coincidence_window_ps: int = Field(120, ge=1, description='seed 000: "Coincidence window: 120 ps"')
-    time_bin_ps: int = Field(800, ge=1, description=(
-        "Z slot width, ps. A pair straddles a slot boundary with probability E|Δt|/T: 2.6 % for the seed's 60 ps"
-        " FWHM jitter at 800 ps (twice the interferometer imbalance), leaving room for the accidentals that"
-        " bring QBERz to the seed's 4.3 % optimum; the window must fit in two slots"))
+    time_bin_ps: int = Field(400, ge=1, description=(
+        "Z slot width, ps: 1/FSR of the 2.5 GHz interferometer (the short/long time bins). Two tags x apart"
+        " straddle a slot boundary with probability |x|/T, so the window must fit in two slots"))
     ec_efficiency: float = Field(1.09, ge=1.0, description="error-correction inefficiency f (seed 001, S12)")
     key_block_s: float = Field(10.0, gt=0, description="locked time per key block, s")
     reacquire_backoff_s: float = Field(1.0, ge=0, description="pause after a failed sync acquisition, s")

@@ -4,8 +4,8 @@ whose time difference falls inside the measured range, sampled one by one.
 A true pair emitted at a uniform fraction u of the acquisition has (click − start) = r0 + (r1 − r0)·u +
 peak shift + Gaussian spread; the start photon's position within the two-slot Z frame is uniform and the
 click's follows from the difference, so slot parities come from actual timestamps rather than from the
-closed-form integral the ``stats`` fidelity uses. Accidentals are uniform in the difference and their two
-slot parities independent. Histograms and time-bin-resolved coincidences are then counted from the events.
+closed-form integral the ``stats`` fidelity uses. Accidentals are uniform in the difference, with the same
+slot geometry: two tags x apart straddle a boundary with probability |x|/T however they were born. Histograms and time-bin-resolved coincidences are then counted from the events.
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ class PairCandidates:
             parity_start.append(phase >= slot_ps)
             parity_click.append(np.floor((phase + x) / slot_ps).astype(np.int64) % 2 == 1)
         n_acc = rng.poisson(state.accidental_hz_per_ps(start, click) * (hi_ps - lo_ps) * state.duration_s)
-        diffs.append(rng.uniform(lo_ps, hi_ps, n_acc))
-        parity_start.append(rng.random(n_acc) < 0.5)
-        parity_click.append(rng.random(n_acc) < 0.5)
+        x = rng.uniform(lo_ps, hi_ps, n_acc)
+        phase = rng.uniform(0.0, 2 * slot_ps, n_acc)  # uncorrelated tags, but x apart all the same
+        diffs.append(x)
+        parity_start.append(phase >= slot_ps)
+        parity_click.append(np.floor((phase + x) / slot_ps).astype(np.int64) % 2 == 1)
         self.diff_ps = np.concatenate(diffs)
         self.parity_start = np.concatenate(parity_start)
         self.parity_click = np.concatenate(parity_click)

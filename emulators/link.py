@@ -276,5 +276,9 @@ class LinkState:
                                               window_ps / 2, time_bin_ps)
             diff_n = float(rates @ differ) * self.duration_s
             same_n = float(rates @ inside) * self.duration_s - diff_n
-        return np.array([[same_n / 2 + accidental / 4, diff_n / 2 + accidental / 4],
-                         [diff_n / 2 + accidental / 4, same_n / 2 + accidental / 4]])
+        # An accidental's two tags are as close in time as a true pair's: uniform within the window, so
+        # they straddle a slot boundary with probability E|x|/T = window/(4T), not one half.
+        acc_diff = accidental * window_ps / (4 * time_bin_ps)
+        diff_n += acc_diff
+        same_n += accidental - acc_diff
+        return np.array([[same_n / 2, diff_n / 2], [diff_n / 2, same_n / 2]])
