@@ -5,7 +5,8 @@ A true pair emitted at a uniform fraction u of the acquisition has (click − st
 peak shift + Gaussian spread; the start photon's position within the two-slot Z frame is uniform and the
 click's follows from the difference, so slot parities come from actual timestamps rather than from the
 closed-form integral the ``stats`` fidelity uses. Accidentals are uniform in the difference, with the same
-slot geometry: two tags x apart straddle a boundary with probability |x|/T however they were born. Histograms and time-bin-resolved coincidences are then counted from the events.
+slot geometry: two tags x apart straddle a boundary with probability |x|/T however they were born.
+Histograms and time-bin-resolved coincidences are then counted from the events.
 """
 
 from __future__ import annotations
