@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from drivers.errors import check_range
 from drivers.interfaces.interferometer import PhaseActuator, PhaseActuatorConstraints, PhaseActuatorStatus
 from emulators.environment import Environment
-from emulators.world import PS_PER_S, World
-
-_NOISE_CHUNK = 4096
+from emulators.world import PS_PER_S, NormalStream, World
 
 
 @dataclass(frozen=True)
@@ -55,8 +53,7 @@ class EmulatedInterferometer(PhaseActuator):
         self.params = params
         self.environment = environment
         self._rng = world.rng(name)
-        self._noise: list[float] = []
-        self._noise_index = 0
+        self._standard_normal = NormalStream(self._rng)
         self._voltage_v = min(max(0.0, params.min_voltage_v), params.max_voltage_v)
         self._effective_v = self._voltage_v
         self._jumps_rad = 0.0
@@ -71,14 +68,6 @@ class EmulatedInterferometer(PhaseActuator):
     def imbalance_ps(self) -> float:
         """Delay between the long and short arms, 1/FSR, ps."""
         return 1000.0 / self.params.fsr_ghz
-
-    def _standard_normal(self) -> float:
-        if self._noise_index == len(self._noise):
-            self._noise = self._rng.standard_normal(_NOISE_CHUNK).tolist()
-            self._noise_index = 0
-        z = self._noise[self._noise_index]
-        self._noise_index += 1
-        return z
 
     def phase_rad(self, t_ps: int) -> float:
         """True interferometer phase at ``t_ps`` (not before the previous read), rad, unwrapped."""

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from drivers.errors import DriverError, check_range
 from drivers.interfaces.polarization import PolarizationConstraints, PolarizationController, PolarizationStatus
 from emulators.environment import Environment
-from emulators.world import PS_PER_S, World
+from emulators.world import PS_PER_S, NormalStream, World
 
-_NOISE_CHUNK = 4096
 _MAX_STEP_RAD = 0.1  # RMS per-axis rotation of one walk step
 _SETTLED_TIME_CONSTANTS = 30  # e^-30 ≈ 1e-13 of a step left: the drives are taken as settled
 _N_ACTUATORS = 3  # rotations about S2, S1, S2
@@ -80,8 +79,7 @@ class EmulatedPolarization(PolarizationController):
         self.params = params
         self.environment = environment
         self._rng = world.rng(name)
-        self._noise: list[float] = []
-        self._noise_index = 0
+        self._standard_normal = NormalStream(self._rng)
         self._fibre_out = self._random_rotation((1.0, 0.0, 0.0))  # W·s_in
         self._thermal_axis = self._random_unit_vector()
         self._walk_ps = world.now_ps
@@ -90,14 +88,6 @@ class EmulatedPolarization(PolarizationController):
         self._set_ps = world.now_ps
         self._settle_ps = round(_SETTLED_TIME_CONSTANTS * params.response_time_s * PS_PER_S)
         self._settled_trig: list[tuple[float, float]] | None = None
-
-    def _standard_normal(self) -> float:
-        if self._noise_index == len(self._noise):
-            self._noise = self._rng.standard_normal(_NOISE_CHUNK).tolist()
-            self._noise_index = 0
-        z = self._noise[self._noise_index]
-        self._noise_index += 1
-        return z
 
     def _random_unit_vector(self) -> Vector:
         x, y, z = self._standard_normal(), self._standard_normal(), self._standard_normal()

@@ -27,3 +27,21 @@ class World:
     @property
     def now_ps(self) -> int:
         return int(self.env.now)
+
+
+class NormalStream:
+    """Standard normal scalars from a generator, drawn in chunks so a scalar costs a list index."""
+
+    def __init__(self, rng: np.random.Generator, chunk: int = 4096) -> None:
+        self._rng = rng
+        self._chunk = chunk
+        self._values: list[float] = []
+        self._next = 0
+
+    def __call__(self) -> float:
+        if self._next == len(self._values):
+            self._values = self._rng.standard_normal(self._chunk).tolist()
+            self._next = 0
+        z = self._values[self._next]
+        self._next += 1
+        return z
