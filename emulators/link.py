@@ -89,12 +89,6 @@ class Node:
     wavelength_nm: float  # centre of the DWDM channel this node receives
 
 
-def tri(x_ps: np.ndarray, period_ps: float) -> np.ndarray:
-    """P(two timestamps x apart fall in slots of different parity), slots of ``period_ps``."""
-    u = np.mod(np.abs(x_ps), 2.0 * period_ps) / period_ps
-    return np.where(u <= 1.0, u, 2.0 - u)
-
-
 def window_integrals(centre_ps: np.ndarray, sigma_ps: np.ndarray, half_window_ps: float,
                      slot_ps: float) -> tuple[np.ndarray, np.ndarray]:
     """For Gaussian peaks: probability inside ±half_window, and of that the different-slot-parity part.

@@ -5,7 +5,6 @@ proportional to the pump power"). Pairs are emitted as a Poisson process, so mul
 accidental coincidences they cause follow from the rate alone. ``brightness_pairs_per_s_per_mw`` is the
 rate into a DWDM channel pair at the centre of the spectrum; off-centre channel pairs get less, following
 a Gaussian spectrum of the seed's width (seed 000: "Center wavelength 1560.20 nm, 80 nm FWHM").
-Energy conservation pairs the channels symmetrically in frequency about the degenerate wavelength.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import math
 from dataclasses import dataclass
 
 from emulators.pump import EmulatedPump
-
-SPEED_OF_LIGHT_NM_THZ = 299_792.458  # c in nm·THz
 
 
 @dataclass(frozen=True)
@@ -35,11 +32,6 @@ class PairSource:
         """Spectral pair density at ``wavelength_nm`` relative to the centre (1 at the centre)."""
         p = self.params
         return math.exp(-4.0 * math.log(2.0) * ((wavelength_nm - p.centre_wavelength_nm) / p.bandwidth_nm) ** 2)
-
-    def partner_wavelength_nm(self, wavelength_nm: float) -> float:
-        """The twin's wavelength: ν_s + ν_i = ν_pump = 2·c/λ_centre."""
-        nu_thz = 2 * SPEED_OF_LIGHT_NM_THZ / self.params.centre_wavelength_nm - SPEED_OF_LIGHT_NM_THZ / wavelength_nm
-        return SPEED_OF_LIGHT_NM_THZ / nu_thz
 
     def pair_rate_hz(self) -> float:
         return self.params.brightness_pairs_per_s_per_mw * self.pump.power_mw() * self.channel_weight

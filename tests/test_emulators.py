@@ -16,7 +16,7 @@ from bench.rig import Rig, build_emulated_rig
 from bench.scenario import Scenario
 from drivers.errors import DriverError, SetpointOutOfRange
 from drivers.interfaces import AcquisitionRequest, CoincidenceSpec, HistogramSpec
-from emulators.link import LinkState, tri
+from emulators.link import LinkState
 
 K_SIGMA = 5.0
 ACQ_PS = 500_000_000_000
@@ -77,11 +77,6 @@ def test_expected_z_coincidences_match_closed_form(rig: Rig) -> None:
     slot_error = integrate.quad(lambda x: pdf(x) * abs(x) / T_BIN, -60, 60)[0]
     errors = expected[0, 1] + expected[1, 0]
     assert errors == pytest.approx(true_rate * slot_error + accidental * 120 / (4 * T_BIN), rel=1e-3)
-
-
-def test_tri_is_the_folded_slot_parity_probability() -> None:
-    x = np.array([0.0, 100.0, 400.0, 600.0, 800.0, -100.0])
-    assert tri(x, 400.0) == pytest.approx([0.0, 0.25, 1.0, 0.5, 0.0, 0.25])
 
 
 def test_sampled_coincidences_scatter_as_poisson_around_the_model(rig: Rig) -> None:
