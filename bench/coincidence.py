@@ -4,7 +4,9 @@ on-device measurements).
 
 For each (start, click) channel pair every start tag within the measured range of each click tag is
 found by binary search on the time-ordered start tags, so the cost is O(n log n) in the tags and linear in
-the pairs found. A Z outcome is the parity of the ``time_bin_ps`` slot of a tag's own timestamp.
+the pairs found. Coincidences are resolved as :class:`CoincidenceSpec` defines: the start tag's slot
+parity is its bit, and a click within ±window/2 of the start (same bit) or of the start's other-slot time
+(other bit) counts.
 Only TIME_TAG rows count; overflow and missed-event rows are reported as the tagger flagged them.
 """
 
@@ -55,14 +57,16 @@ def measure(block: TagBlock, request: AcquisitionRequest) -> Acquisition:
     cs = request.coincidences
     if cs is not None:
         counts = np.zeros((len(cs.pairs), 2, 2), np.int64)
-        half = cs.window_ps // 2
+        half, slot = cs.window_ps // 2, cs.time_bin_ps
         for i, (a, b) in enumerate(cs.pairs):
-            start, click = of(a), of(b)
-            diffs, start_idx = _differences(start, click, -half, half + 1)
-            click_stamps = start[start_idx] + diffs
-            parity_start = (start[start_idx] // cs.time_bin_ps) % 2
-            parity_click = (click_stamps // cs.time_bin_ps) % 2
-            counts[i] = np.bincount(2 * parity_start + parity_click, minlength=4).reshape(2, 2)
+            start = of(a)
+            diffs, start_idx = _differences(start, of(b), -slot - half, slot + half + 1)
+            bits = (start[start_idx] // slot) % 2
+            same = np.abs(diffs) <= half
+            other = np.abs(diffs - (1 - 2 * bits) * slot) <= half
+            kept = same | other
+            click_bits = np.where(same[kept], bits[kept], 1 - bits[kept])
+            counts[i] = np.bincount(2 * bits[kept] + click_bits, minlength=4).reshape(2, 2)
         coincidences = CoincidenceCounts(cs, counts)
     duration_s = request.duration_ps / 1e12
     rates = {c: of(c).size / duration_s for c in request.count_channels}

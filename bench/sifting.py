@@ -1,9 +1,11 @@
-"""BBM92 sifting for time-energy entanglement: Z = arrival-time slot parity, X = interferometer outputs.
+"""BBM92 sifting for time-energy entanglement: Z = arrival-time slot, X = interferometer outputs.
 
-A Z-basis sifted bit is a coincidence between the two nodes' Z detectors; it is in error when the two
-timestamps fall in slots of different parity. An X-basis sifted bit is a central-peak coincidence between
-the two nodes' interferometer outputs; it is in error when the outputs differ (the phase lock holds the
-correlated state). Counts arrive per acquisition as the tagger's time-bin-resolved coincidence matrix.
+A Z-basis sifted bit is a coincidence between the two nodes' Z detectors, found in one of the two windows
+Alice's frame announcement defines (:class:`CoincidenceSpec`); it is in error when Bob's click sits in the
+other slot's window. An X-basis sifted bit is a central-peak coincidence between the two nodes'
+interferometer outputs (the diagonal cells; the off-diagonal ones hold the ±T side peaks); it is in error
+when the outputs differ (the phase lock holds the correlated state). Counts arrive per acquisition as the
+tagger's Z-resolved coincidence matrix.
 """
 
 from __future__ import annotations
@@ -73,6 +75,6 @@ def sift(counts: CoincidenceCounts) -> SiftedTally:
     z = c[0]
     n_z = int(z.sum())
     errors_z = int(z[0, 1] + z[1, 0])
-    same = int(c[1].sum() + c[4].sum())
-    differ = int(c[2].sum() + c[3].sum())
+    same = int(c[1].trace() + c[4].trace())
+    differ = int(c[2].trace() + c[3].trace())
     return SiftedTally(n_z, errors_z, same + differ, differ)

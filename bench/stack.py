@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.keyrate import asymptotic_secret_bits
 from bench.monitor import Monitor
@@ -29,12 +29,19 @@ class StackSettings(BaseModel):
 
     coincidence_window_ps: int = Field(120, ge=1, description='seed 000: "Coincidence window: 120 ps"')
     time_bin_ps: int = Field(400, ge=1, description=(
-        "Z slot width, ps: 1/FSR of the 2.5 GHz interferometer (the short/long time bins). Two tags x apart"
-        " straddle a slot boundary with probability |x|/T, so the window must fit in two slots"))
+        "Z slot width, ps: 1/FSR of the 2.5 GHz interferometer (the short/long time bins). The coincidence"
+        " window must fit in one slot (frame-announcement sifting, docs/decisions/0003)"))
     ec_efficiency: float = Field(1.09, ge=1.0, description="error-correction inefficiency f (seed 001, S12)")
     key_block_s: float = Field(10.0, gt=0, description="locked time per key block, s")
     reacquire_backoff_s: float = Field(1.0, ge=0, description="pause after a failed sync acquisition, s")
     sync: SyncSettings = Field(default_factory=SyncSettings)
+
+    @model_validator(mode="after")
+    def _window_fits_in_a_slot(self) -> StackSettings:
+        if self.coincidence_window_ps > self.time_bin_ps:
+            raise ValueError(f"coincidence_window_ps ({self.coincidence_window_ps}) must not exceed time_bin_ps "
+                             f"({self.time_bin_ps}): the two announced Z windows would overlap")
+        return self
 
 
 @dataclass

@@ -89,21 +89,9 @@ class Node:
     wavelength_nm: float  # centre of the DWDM channel this node receives
 
 
-def window_integrals(centre_ps: np.ndarray, sigma_ps: np.ndarray, half_window_ps: float,
-                     slot_ps: float) -> tuple[np.ndarray, np.ndarray]:
-    """For Gaussian peaks: probability inside ±half_window, and of that the different-slot-parity part.
-
-    The parity part is ∫|x|/T·N(x) over the window, exact while the window is no wider than ±T.
-    """
-    a = (-half_window_ps - centre_ps) / sigma_ps
-    b = (half_window_ps - centre_ps) / sigma_ps
-    z0 = -centre_ps / sigma_ps
-    cdf_a, cdf_b, cdf_0 = ndtr(a), ndtr(b), ndtr(z0)
-    pdf_a, pdf_b, pdf_0 = (np.exp(-0.5 * a * a) * _INV_SQRT_2PI, np.exp(-0.5 * b * b) * _INV_SQRT_2PI,
-                           np.exp(-0.5 * z0 * z0) * _INV_SQRT_2PI)
-    positive = centre_ps * (cdf_b - cdf_0) + sigma_ps * (pdf_0 - pdf_b)  # ∫_0^h x N dx
-    negative = centre_ps * (cdf_0 - cdf_a) + sigma_ps * (pdf_a - pdf_0)  # ∫_-h^0 x N dx
-    return cdf_b - cdf_a, (positive - negative) / slot_ps
+def window_fraction(centre_ps: np.ndarray, sigma_ps: float, half_window_ps: float) -> np.ndarray:
+    """Probability that a Gaussian peak (centre, sigma) falls within ±half_window of zero."""
+    return ndtr((half_window_ps - centre_ps) / sigma_ps) - ndtr((-half_window_ps - centre_ps) / sigma_ps)
 
 
 class LinkPhysics:
@@ -257,22 +245,23 @@ class LinkState:
 
     def expected_coincidences(self, start: int, click: int, window_ps: int, time_bin_ps: int,
                               r0_ps: float, r1_ps: float) -> np.ndarray:
-        """Expected 2×2 counts [start-slot parity, click-slot parity] within ±window/2."""
-        if window_ps > 2 * time_bin_ps:
-            raise ValueError(f"coincidence window {window_ps} ps wider than two Z slots of {time_bin_ps} ps")
+        """Expected 2×2 counts [start bit, click bit] under frame-announcement sifting (CoincidenceSpec).
+
+        The start bit is its slot parity, uniform for CW pairs; the click counts as the same bit within
+        ±window/2 of the start and as the other bit within ±window/2 of the start's other-slot time,
+        +T for start bit 0 and −T for start bit 1. Accidentals are flat: one window's worth in each cell.
+        """
+        if window_ps > time_bin_ps:
+            raise ValueError(f"coincidence window {window_ps} ps wider than the Z slot of {time_bin_ps} ps")
         accidental = self.accidental_hz_per_ps(start, click) * window_ps * self.duration_s
-        same_n = diff_n = 0.0
+        same_n = other_plus = other_minus = accidental
         peaks = self.peaks(start, click)
         if peaks:
             shifts, rates = np.array(peaks).T
+            centre = (r0_ps + r1_ps) / 2 + shifts
             sigma = self._smeared_sigma_ps(start, click, r0_ps, r1_ps)
-            inside, differ = window_integrals((r0_ps + r1_ps) / 2 + shifts, np.full(shifts.size, sigma),
-                                              window_ps / 2, time_bin_ps)
-            diff_n = float(rates @ differ) * self.duration_s
-            same_n = float(rates @ inside) * self.duration_s - diff_n
-        # An accidental's two tags are as close in time as a true pair's: uniform within the window, so
-        # they straddle a slot boundary with probability E|x|/T = window/(4T), not one half.
-        acc_diff = accidental * window_ps / (4 * time_bin_ps)
-        diff_n += acc_diff
-        same_n += accidental - acc_diff
-        return np.array([[same_n / 2, diff_n / 2], [diff_n / 2, same_n / 2]])
+            half = window_ps / 2
+            same_n += float(rates @ window_fraction(centre, sigma, half)) * self.duration_s
+            other_plus += float(rates @ window_fraction(centre - time_bin_ps, sigma, half)) * self.duration_s
+            other_minus += float(rates @ window_fraction(centre + time_bin_ps, sigma, half)) * self.duration_s
+        return np.array([[same_n / 2, other_plus / 2], [other_minus / 2, same_n / 2]])

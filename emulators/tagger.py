@@ -226,11 +226,10 @@ class EmulatedLinkTagger(TimeTagger):
                           scale: float) -> tuple[tuple[CorrelationHistogram, ...], np.ndarray | None]:
         """Histograms and coincidence counts from individually sampled candidates (``pairs`` fidelity)."""
         cs = request.coincidences
-        slot_ps = cs.time_bin_ps if cs is not None else 1
         candidates = {}
         for pair in residual:
             lo, hi = candidate_range(pair, request.histograms, cs)
-            candidates[pair] = PairCandidates(state, *pair, *residual[pair], lo, hi, slot_ps, self._rng)
+            candidates[pair] = PairCandidates(state, *pair, *residual[pair], lo, hi, self._rng)
         histograms = tuple(
             CorrelationHistogram(h, self._thin(candidates[(h.start_channel, h.click_channel)].histogram(h), scale))
             for h in request.histograms)

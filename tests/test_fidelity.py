@@ -13,6 +13,7 @@ from bench import vtime
 from bench.coincidence import measure
 from bench.rig import build_emulated_rig
 from bench.scenario import Scenario
+from bench.sifting import SiftedTally, sift
 from drivers.interfaces import AcquisitionRequest, HistogramSpec
 
 BLOCK_PS = 500_000_000_000
@@ -42,12 +43,8 @@ def _observe(smoke: Scenario, fidelity: str) -> dict[str, tuple[float, float]]:
         return acquisitions, residuals
 
     acquisitions, residuals = vtime.run(main(), rig.env)
-    z = sum(a.coincidences.counts[0] for a in acquisitions)
-    x = sum(a.coincidences.counts[1:].sum(axis=0) for a in acquisitions)
-    n_z, n_x = z.sum(), x.sum()
-    x_errors = sum(a.coincidences.counts[2].sum() + a.coincidences.counts[3].sum() for a in acquisitions)
-    q_z = (z[0, 1] + z[1, 0]) / n_z
-    q_x = x_errors / n_x
+    tally = sum((sift(a.coincidences) for a in acquisitions), SiftedTally())
+    n_z, n_x, q_z, q_x = tally.n_z, tally.n_x, tally.qber_z, tally.qber_x
     # Peak position relative to the true residual offset, from the background-subtracted centroid.
     shifts, weights = [], []
     for acq, residual in zip(acquisitions, residuals, strict=True):

@@ -72,21 +72,30 @@ class CorrelationHistogram:
 
 @dataclass(frozen=True)
 class CoincidenceSpec:
-    """Coincidences between channel pairs within ``±window_ps/2`` of zero delay.
+    """Coincidences between channel pairs, resolved as the time-basis (Z) outcome of time-energy BBM92.
 
-    Each coincidence is further resolved by the parity of the ``time_bin_ps`` slot in which each of its
-    two detections falls (on its own node's timebase): the time-basis (Z) outcome of a Franson BBM92 link.
+    A start tag at t (its node's timebase, input delay applied) lies in a frame of two ``time_bin_ps``
+    slots T; its bit is the slot's parity s = ⌊t/T⌋ mod 2. Sifting announces only the frame and the position
+    within the slot, so a click counts as bit s when within ±window_ps/2 of t and as bit 1 − s when within
+    ±window_ps/2 of the other slot's matching time t + (1 − 2s)·T; anything else is no coincidence. A true
+    pair lands in the first window, so Z errors come from accidentals, not from jitter across slot edges
+    (docs/decisions/0003-z-basis-frame-sifting.md). For X pairs the diagonal cells are the central peak.
     """
 
     pairs: tuple[tuple[int, int], ...]
     window_ps: int
     time_bin_ps: int
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.window_ps <= self.time_bin_ps:
+            raise ValueError(f"coincidence window {self.window_ps} ps must be within 1 ps and the Z slot of "
+                             f"{self.time_bin_ps} ps, or the two announced windows overlap")
+
 
 @dataclass(frozen=True)
 class CoincidenceCounts:
     spec: CoincidenceSpec
-    counts: np.ndarray  # int64, shape (n_pairs, 2, 2): [pair, start-slot parity, click-slot parity]
+    counts: np.ndarray  # int64, shape (n_pairs, 2, 2): [pair, start bit, click bit]
 
 
 @dataclass(frozen=True)
