@@ -94,7 +94,7 @@ BAD_CASES = {
     "not-a-mapping": ("- name: smoke\n- seed: 1\n", "- name: smoke", None, "must be a YAML mapping"),
     "unknown-metric": (edit("  qber_z_mean: {min", "  qber_y_mean: {max: 0.1}\n  qber_z_mean: {min"),
                        "qber_y_mean", "acceptance.qber_y_mean", "(got 'qber_y_mean')"),
-    "pump-out-of-range": (edit("  pump:\n    power_mw: 16.7\n", "  pump: {power_mw: 60.0}\n"), "pump:", "link.pump",
+    "pump-out-of-range": (edit("  pump:\n    power_mw: 19.2\n", "  pump: {power_mw: 60.0}\n"), "pump:", "link.pump",
                           "power_mw=60.0 outside [0.0, 50.0]"),
 }
 

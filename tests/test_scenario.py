@@ -55,7 +55,7 @@ def test_shipped_scenario_validates_and_defaults_resolve() -> None:
     assert scenario.duration_s == 3600
     assert scenario.fidelity == "stats"
     # values given in the file
-    assert scenario.link.pump.power_mw == 16.7
+    assert scenario.link.pump.power_mw == 19.2
     assert scenario.link.bob.fibre.length_km == 50.0
     assert scenario.link.bob.fibre.device_loss_db == pytest.approx(2.553)
     assert (scenario.link.bob.channels.z, scenario.link.bob.channels.x_plus, scenario.link.bob.channels.x_minus) == (
@@ -113,7 +113,7 @@ def test_misspelt_required_field_reports_the_typo_and_the_missing_field() -> Non
 
 
 def test_unknown_field_in_a_block_mapping_points_at_its_own_line() -> None:
-    text = edit("    power_mw: 16.7\n", "    power_mw: 16.7\n    powr_mw: 6.0\n")
+    text = edit("    power_mw: 19.2\n", "    power_mw: 19.2\n    powr_mw: 6.0\n")
     assert_names(error_of(text), FILE, line_of(text, "powr_mw"), "link.pump.powr_mw", "unknown field", "power_mw")
 
 
@@ -161,14 +161,14 @@ def test_negative_loss_is_refused(old: str, new: str, field: str, got: str) -> N
     pytest.param("{power_mw: 5.0, max_power_mw: 4.0}", "power_mw=5.0 outside [0.0, 4.0]", id="above-max"),
 ])
 def test_pump_power_outside_its_range(pump: str, problem: str) -> None:
-    text = edit("  pump:\n    power_mw: 16.7\n", f"  pump: {pump}\n")
+    text = edit("  pump:\n    power_mw: 19.2\n", f"  pump: {pump}\n")
     message = error_of(text)
     assert message.splitlines() == [message]
     assert_names(message, FILE, line_of(text, "pump:"), "link.pump", problem)
 
 
 def test_pump_power_at_its_bounds_is_accepted() -> None:
-    text = edit("  pump:\n    power_mw: 16.7\n", "  pump: {power_mw: 50.0, min_power_mw: 50.0}\n")
+    text = edit("  pump:\n    power_mw: 19.2\n", "  pump: {power_mw: 50.0, min_power_mw: 50.0}\n")
     assert parse_scenario(text, FILE).link.pump.power_mw == 50.0
 
 
@@ -199,7 +199,7 @@ def test_error_about_a_block_mapping_points_at_its_key(old: str, new: str, key: 
 
 @pytest.mark.parametrize(("old", "new", "problem"), [
     pytest.param("fidelity: stats", "fidelity: stats: pairs", "mapping values are not allowed", id="colon"),
-    pytest.param("  pump:\n    power_mw: 16.7\n", "  pump:\n\tpower_mw: 16.7\n", "'\\t'", id="tab"),
+    pytest.param("  pump:\n    power_mw: 19.2\n", "  pump:\n\tpower_mw: 19.2\n", "'\\t'", id="tab"),
 ])
 def test_yaml_syntax_error_names_file_and_line(old: str, new: str, problem: str) -> None:
     text = edit(old, new)
@@ -255,7 +255,7 @@ def test_load_names_the_path_in_validation_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("old", "new", "needle", "field"), [
     pytest.param("fidelity: stats\n", "fidelity: stats\nseed: 1\n", "seed: 1", "seed", id="top-level"),
     pytest.param("{z: 1,", "{z: 1, z: 4,", "z: 4", "link.alice.channels.z", id="flow-mapping"),
-    pytest.param("    power_mw: 16.7\n", "    power_mw: 16.7\n    power_mw: 6.0\n", "power_mw: 6.0",
+    pytest.param("    power_mw: 19.2\n", "    power_mw: 19.2\n    power_mw: 6.0\n", "power_mw: 6.0",
                  "link.pump.power_mw", id="block-mapping"),
 ])
 def test_duplicate_key_is_refused_at_its_second_occurrence(old: str, new: str, needle: str, field: str) -> None:
