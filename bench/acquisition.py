@@ -117,7 +117,7 @@ def _acquire(rows: np.ndarray, cols: np.ndarray, s: AcquisitionSettings) -> Offs
         scan, screen, verify = np.split(rows[start:start + n_scan + s.screen_tags + s.verify_tags],
                                         [n_scan, n_scan + s.screen_tags])
         start += n_scan + s.screen_tags + s.verify_tags
-        differences = _scan(scan, cols, reach)
+        differences = _scan(scan, cols, reach, s.scan_differences)
         lo, hi = np.searchsorted(cols, [int(verify[0]) - reach, int(verify[-1]) + reach])
         col_rate_hz = (hi - lo) / (int(verify[-1]) - int(verify[0]) + 2 * reach) * PS_PER_S  # where verify looks
         for window_ps in s.windows_ps:
@@ -141,13 +141,17 @@ def _acquire(rows: np.ndarray, cols: np.ndarray, s: AcquisitionSettings) -> Offs
         f"{s.min_significance:g} σ needed")
 
 
-def _scan(rows: np.ndarray, cols: np.ndarray, reach_ps: int) -> np.ndarray:
-    """Sorted (row − col) differences in scan units, plus 2³¹, of every row with the cols within ±reach.
+def _scan(rows: np.ndarray, cols: np.ndarray, reach_ps: int, max_differences: int) -> np.ndarray:
+    """Sorted (row − col) differences in scan units, plus 2³¹, of rows with the cols within ±reach.
 
     Every row takes as many consecutive cols as the fullest window holds, from its first one on, so a
-    row may also see a few cols beyond +reach (differences beyond −reach: harmless).
+    row may also see a few cols beyond +reach (differences beyond −reach: harmless). Rows are dropped from
+    the end so that no more than ``max_differences`` are formed, however unevenly the rates vary (a pump
+    coming back mid-block).
     """
     lo, hi = np.searchsorted(cols, rows - reach_ps), np.searchsorted(cols, rows + reach_ps)
+    n_rows = max(1, max_differences // max(1, int((hi - lo).max())))
+    lo, hi, rows = lo[:n_rows], hi[:n_rows], rows[:n_rows]
     m = int((hi - lo).max())
     keep = lo + m <= cols.size
     lo, rows = lo[keep], rows[keep]

@@ -53,8 +53,6 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         scenario = scenario.model_copy(update={"fidelity": args.fidelity})
     if args.hardware is not None:
         return _error(err, f"--hardware {args.hardware}: real-instrument runs are not available yet")
-    if scenario.fidelity != "stats":
-        return _error(err, f"{args.scenario}: fidelity {scenario.fidelity!r} is not available yet; use 'stats'")
     if args.until is not None and args.until <= 0:
         return _error(err, f"--until must be > 0 simulated seconds, got {args.until:g}")
     if args.seed is not None and args.seed < 0:

@@ -1,11 +1,12 @@
 """The first control and key-estimation stack of one link: sync, sifting, QBER and asymptotic key.
 
 Every ``acquisition_s`` the tagger integrates one fine correlation histogram (for sync) and the
-time-bin-resolved coincidences (for key) over the same interval. While sync is locked the coincidences
-are sifted and tallied, unless that acquisition's own peak was too weak to confirm the window; every
-``key_block_s`` of tallied time closes a key block whose secret length is the asymptotic
-R = N_z[1 − f·h(E_z) − h(E_x)]. While sync is not locked no key is counted and the stack reacquires.
-Knows only the driver contracts and the event loop's clock.
+time-bin-resolved coincidences (for key) over the same interval (or, on a tagger without on-device
+measurements, the stack counts both from the interval's raw tags: :class:`bench.sync.Readout`). While
+sync is locked the coincidences are sifted and tallied, unless that acquisition's own peak was too weak
+to confirm the window; every ``key_block_s`` of tallied time closes a key block whose secret length is
+the asymptotic R = N_z[1 − f·h(E_z) − h(E_x)]. While sync is not locked no key is counted and the stack
+reacquires. Knows only the driver contracts and the event loop's clock.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class LinkStack:
                 await self._acquire_sync(loop)
                 continue
             await self.sync.compensate(self.sync.predict_ps(loop.time() + acq_s / 2))
-            acq = await self.tagger.acquire(request)
+            acq = await self.sync.readout.acquire(request)
             t_mid = loop.time() - acq_s / 2
             offset_ps = self.sync.update(acq.histograms[0], t_mid)
             assert self.sync.last_fit is not None

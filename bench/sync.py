@@ -1,12 +1,15 @@
 """Clock synchronisation from the photons alone: find, then track, the Alice–Bob time offset.
 
 The offset Δ is Bob's minus Alice's timestamp for the two photons of a pair (propagation difference plus
-clock phase difference). Acquisition correlates the two Z detectors over a wide range (±1.07 ms, 1 ns
-bins), tests the peak's significance against the flat accidental background, then refines with a
-picosecond histogram. Tracking (seed 000: "Coincidence histogram computed every 0.5 seconds with 4 ps
-precision") takes the background-subtracted centroid of each 0.5 s histogram, fits the drift rate over
-the recent estimates, and moves Bob's input delays to where the peak will be during the next
-acquisition. A peak that stays insignificant for a few acquisitions means sync is lost.
+clock phase difference). Acquisition finds Δ within ±1 ms from the raw Z tags (:mod:`bench.acquisition`)
+or, optionally on a tagger with on-device measurements, from a coarse ±1.07 ms histogram of 1 ns bins
+whose peak must stand out of the flat accidental background; a picosecond histogram then confirms it.
+On a tagger without on-device measurements every histogram is counted from raw tags by the stack's own
+coincidence finder (:mod:`bench.coincidence`; the choice is made in :class:`Readout` alone). Tracking (seed 000:
+"Coincidence histogram computed every 0.5 seconds with 4 ps precision") takes the background-subtracted
+centroid of each 0.5 s histogram, fits the drift rate over the recent estimates, and moves Bob's input
+delays to where the peak will be during the next acquisition. A peak that stays insignificant for a few
+acquisitions means sync is lost.
 """
 
 from __future__ import annotations
@@ -15,12 +18,23 @@ import asyncio
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.coincidence import measure
 from bench.sifting import LinkChannels
-from drivers.interfaces.tagger import AcquisitionRequest, CorrelationHistogram, HistogramSpec, TimeTagger
+from drivers.interfaces.tagger import (
+    Acquisition,
+    AcquisitionRequest,
+    CorrelationHistogram,
+    EventType,
+    HistogramSpec,
+    TagBlock,
+    TaggerConstraints,
+    TimeTagger,
+)
 
 PS_PER_S = 1_000_000_000_000
 
@@ -42,7 +56,13 @@ class SyncSettings(BaseModel):
     peak_half_width_ps: int = Field(80, ge=1, description="centroid window around the peak, ± ps")
     min_significance: float = Field(8.0, gt=0, description="peak significance to count as found, σ")
     lost_after: int = Field(4, ge=1, description="consecutive weak histograms before sync is lost")
-    max_acquire_attempts: int = Field(6, ge=1, description="coarse attempts, each doubling integration")
+    acquisition: Literal["tags", "histogram"] = Field("tags", description=(
+        "how Δ is found with no prior: 'tags', from raw Z tags (bench.acquisition; any tagger), or"
+        " 'histogram', from the ±1.07 ms coarse histogram (taggers with on-device measurements only; at the"
+        " emulator's pairs fidelity it would sample ~10¹⁰ accidentals)"))
+    max_acquire_attempts: int = Field(6, ge=1, description="attempts, each doubling integration")
+    max_tags_s: float = Field(2.0, gt=0, description=(
+        "longest integration of one raw-tag acquisition attempt (no on-device measurements), s"))
     drift_history: int = Field(20, ge=2, description="offset estimates in the drift-rate fit")
 
 
@@ -72,9 +92,45 @@ def fit_peak(hist: CorrelationHistogram, half_width_ps: float) -> PeakFit:
     return PeakFit(centre, significance, signal, background)
 
 
+class Readout:
+    """The one place that chooses how a request is measured: ``tagger.acquire`` when the tagger offers
+    on-device measurements, else :func:`bench.coincidence.measure` on the raw tags of the same interval."""
+
+    def __init__(self, tagger: TimeTagger) -> None:
+        self.tagger = tagger
+        self._constraints: TaggerConstraints | None = None
+
+    async def constraints(self) -> TaggerConstraints:
+        if self._constraints is None:  # fixed for the tagger's lifetime: asked once
+            self._constraints = await self.tagger.constraints()
+        return self._constraints
+
+    async def acquire(self, request: AcquisitionRequest) -> Acquisition:
+        if (await self.constraints()).measurements:
+            return await self.tagger.acquire(request)
+        return measure(await self.read_tags(request.duration_ps), request)
+
+    async def read_tags(self, duration_ps: int) -> TagBlock:
+        """``duration_ps`` of raw tags, in consecutive blocks no longer than the tagger serves."""
+        longest = (await self.constraints()).max_tag_block_ps
+        blocks = []
+        while duration_ps > 0:
+            blocks.append(await self.tagger.read_tags(min(duration_ps, longest)))
+            duration_ps -= longest
+        if len(blocks) == 1:
+            return blocks[0]
+        return TagBlock(*(np.concatenate([getattr(b, f) for b in blocks])
+                          for f in ("timestamps_ps", "channels", "event_types", "missed_events")))
+
+
+def _stamps(block: TagBlock, channel: int) -> np.ndarray:
+    return block.timestamps_ps[(block.channels == channel) & (block.event_types == EventType.TIME_TAG)]
+
+
 class SyncTracker:
     def __init__(self, tagger: TimeTagger, channels: LinkChannels, settings: SyncSettings) -> None:
         self.tagger = tagger
+        self.readout = Readout(tagger)
         self.channels = channels
         self.settings = settings
         self.locked = False
@@ -114,7 +170,7 @@ class SyncTracker:
 
     async def _histogram(self, spec: HistogramSpec, duration_s: float) -> tuple[CorrelationHistogram, float]:
         """One histogram and the loop time of its mid-point."""
-        acq = await self.tagger.acquire(AcquisitionRequest(round(duration_s * PS_PER_S), histograms=(spec,)))
+        acq = await self.readout.acquire(AcquisitionRequest(round(duration_s * PS_PER_S), histograms=(spec,)))
         return acq.histograms[0], asyncio.get_running_loop().time() - duration_s / 2
 
     async def acquire(self) -> PeakFit:
@@ -123,6 +179,22 @@ class SyncTracker:
         self._history.clear()
         self._weak = 0
         await self.compensate(0)
+        if s.acquisition == "histogram" and (await self.readout.constraints()).measurements:
+            await self.compensate(await self._coarse_offset_ps())
+        else:
+            await self.compensate(await self._offset_from_tags_ps())
+        fine, t_mid_s = await self._histogram(self.fine_spec, s.acquisition_s)
+        estimate = self.update(fine, t_mid_s)
+        fit = self.last_fit
+        assert fit is not None
+        if estimate is None:
+            raise SyncAcquisitionFailed(f"offset found but fine peak only {fit.significance:.1f} σ")
+        self.locked = True
+        return fit
+
+    async def _coarse_offset_ps(self) -> float:
+        """Δ to ~the coarse bin width from a ±1.07 ms on-device histogram (needs no input delays applied)."""
+        s = self.settings
         coarse = HistogramSpec(self.channels.alice_z, self.channels.bob_z, s.coarse_binwidth_ps, s.coarse_n_bins)
         duration_s = s.acquisition_s
         for _ in range(s.max_acquire_attempts):
@@ -136,15 +208,29 @@ class SyncTracker:
             raise SyncAcquisitionFailed(
                 f"no coincidence peak above {s.min_significance:g} σ within ±{range_us:g} µs "
                 f"after {s.max_acquire_attempts} attempts (last {fit.significance:.1f} σ)")
-        await self.compensate(fit.centre_ps)
-        fine, t_mid_s = await self._histogram(self.fine_spec, s.acquisition_s)
-        estimate = self.update(fine, t_mid_s)
-        fit = self.last_fit
-        assert fit is not None
-        if estimate is None:
-            raise SyncAcquisitionFailed(f"coarse peak found but fine peak only {fit.significance:.1f} σ")
-        self.locked = True
-        return fit
+        return fit.centre_ps
+
+    async def _offset_from_tags_ps(self) -> float:
+        """Δ to a few ps from raw Z tags (needs no input delays applied), predicted to the middle of the
+        next ``acquisition_s``; each failed attempt doubles the integration, up to ``max_tags_s``."""
+        from bench.acquisition import acquire_offset  # bench.acquisition imports this module
+
+        s = self.settings
+        duration_s = s.acquisition_s
+        for attempt in range(s.max_acquire_attempts):
+            duration_s = min(duration_s, s.max_tags_s)
+            block = await self.readout.read_tags(round(duration_s * PS_PER_S))
+            bob = _stamps(block, self.channels.bob_z)
+            try:
+                found = acquire_offset(_stamps(block, self.channels.alice_z), bob)
+            except SyncAcquisitionFailed as exc:
+                if attempt == s.max_acquire_attempts - 1:
+                    raise SyncAcquisitionFailed(f"{exc} after {s.max_acquire_attempts} attempts") from exc
+                duration_s *= 2
+                continue
+            ahead_s = (int(bob[-1]) - found.reference_ps) / PS_PER_S + s.acquisition_s / 2  # now − reference
+            return found.offset_ps + found.drift_ps_per_s * ahead_s
+        raise AssertionError("unreachable")
 
     def update(self, hist: CorrelationHistogram, t_mid_s: float) -> float | None:
         """Take one tracking histogram measured around ``applied_ps``, mid-acquisition at ``t_mid_s``.

@@ -162,16 +162,17 @@ def test_error_line_is_not_wrapped_at_80_columns(tmp_path: Path, monkeypatch: py
     assert_one_error(err, f"{path}:{line_of(text, needle)}", field, problem)
 
 
-@pytest.mark.parametrize("command", ["validate", "run-fidelity-error"])
+@pytest.mark.parametrize("command", ["validate", "run-bad-scenario"])
 def test_paths_with_brackets_are_printed_verbatim(command: str, tmp_path: Path) -> None:
     path = tmp_path / "t[seed]0" / "smoke.yaml"
     path.parent.mkdir()
-    path.write_text(TEXT, encoding="utf-8")
     if command == "validate":
+        path.write_text(TEXT, encoding="utf-8")
         code, shown, _ = cli("validate", path)
         assert code == 0
     else:
-        code, _, shown = cli("run", path, "--fidelity", "tags", "--no-progress", "--out", tmp_path / "out")
+        path.write_text(BAD_CASES["negative-length"][0], encoding="utf-8")
+        code, _, shown = cli("run", path, "--no-progress", "--out", tmp_path / "out")
         assert code == 2
     assert str(path) in shown
 
@@ -201,7 +202,7 @@ def test_run_invalid_scenario_exits_2(tmp_path: Path) -> None:
     pytest.param(("--until", "-5"), "--until must be > 0", id="until-negative"),
     pytest.param(("--until", "0"), "--until must be > 0", id="until-zero"),
     pytest.param(("--seed", "-1"), "--seed must be >= 0", id="seed-negative"),
-    pytest.param(("--fidelity", "tags"), "fidelity 'tags' is not available", id="fidelity-not-available"),
+    pytest.param(("--hardware", "bench.yaml"), "real-instrument runs are not available", id="hardware"),
 ])
 def test_run_bad_option_exits_2(args: tuple[str, ...], problem: str, tmp_path: Path) -> None:
     code, _, err = cli("run", SMOKE, "--no-progress", "--out", tmp_path / "out", *args)
@@ -342,3 +343,15 @@ def test_failed_acceptance_exits_1_and_names_the_criterion(tmp_path: Path) -> No
     assert any(x == pytest.approx(crit["value"], rel=1e-3) for x in numbers), (failed[0], crit["value"])
     assert 0.001 in numbers, failed[0]
     assert "acceptance met" not in run.stdout
+
+
+@pytest.mark.parametrize(("fidelity", "until"), [("pairs", UNTIL), ("tags", "4")])  # tags: ~1.7 s wall per sim. s
+def test_run_at_pairs_and_tags_fidelity(fidelity: str, until: str, tmp_path: Path) -> None:
+    code, out, err = cli("run", SMOKE, "--fidelity", fidelity, "--until", until, "--no-progress",
+                         "--out", tmp_path / "out")
+    assert code == 0, out + err
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert report["fidelity"] == fidelity
+    assert report["simulated_s"] == pytest.approx(float(until))
+    assert 0.03 <= report["metrics"]["qber_z_mean"] <= 0.06  # the shipped calibration, whatever the fidelity
+    assert report["events"][0]["event"].startswith("sync acquired")
