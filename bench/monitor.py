@@ -1,31 +1,111 @@
-"""Time series of every metric the stack produces, on the event loop's clock."""
+"""Time series of every metric the stack produces, on the event loop's clock, in bounded memory.
+
+A 325 h run records ~2.3 M points per per-acquisition series, so a series is never held whole: each keeps
+exact running statistics (count, sum, sum of squares, extremes, last point) and a decimated copy for plots
+of at most ``max_points`` points, every ``stride``-th record, where the stride doubles (dropping every other
+kept point) each time the copy fills up. Whoever needs every point (a scorer, a file) watches the series.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+DEFAULT_MAX_POINTS = 4096
 
-class Monitor:
-    """Append-only named series of (time in s, value); cheap to record, converted to arrays on read."""
+
+@dataclass
+class SeriesStats:
+    """Running statistics of every value recorded in one series (none dropped by the decimation)."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    last_t_s: float = math.nan
+    last: float = math.nan
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+    @property
+    def rms(self) -> float:
+        return math.sqrt(self.total_sq / self.count) if self.count else math.nan
+
+    @property
+    def max_abs(self) -> float:
+        return max(abs(self.min), abs(self.max)) if self.count else math.nan
+
+
+class _Series:
+    __slots__ = ("stats", "stride", "t_s", "values", "watchers")
 
     def __init__(self) -> None:
-        self._t: dict[str, list[float]] = defaultdict(list)
-        self._v: dict[str, list[float]] = defaultdict(list)
+        self.stats = SeriesStats()
+        self.t_s: list[float] = []
+        self.values: list[float] = []
+        self.stride = 1
+        self.watchers: list[Callable[[float, float], None]] = []
+
+
+class Monitor:
+    """Named series of (time in s, value): cheap to record, bounded in memory, converted to arrays on read."""
+
+    def __init__(self, max_points: int = DEFAULT_MAX_POINTS) -> None:
+        if max_points < 2:
+            raise ValueError(f"max_points must be >= 2, got {max_points}")
+        self.max_points = max_points
+        self._series: dict[str, _Series] = {}
         self.events: list[tuple[float, str]] = []
 
+    def _get(self, name: str) -> _Series:
+        series = self._series.get(name)
+        if series is None:
+            series = self._series[name] = _Series()
+        return series
+
     def record(self, name: str, t_s: float, value: float) -> None:
-        self._t[name].append(t_s)
-        self._v[name].append(value)
+        series = self._get(name)
+        s = series.stats
+        if s.count % series.stride == 0:
+            series.t_s.append(t_s)
+            series.values.append(value)
+            if len(series.t_s) > self.max_points:
+                del series.t_s[1::2], series.values[1::2]
+                series.stride *= 2
+        s.count += 1
+        s.total += value
+        s.total_sq += value * value
+        s.min = min(s.min, value)
+        s.max = max(s.max, value)
+        s.last_t_s, s.last = t_s, value
+        for watcher in series.watchers:
+            watcher(t_s, value)
+
+    def watch(self, name: str, watcher: Callable[[float, float], None]) -> None:
+        """Call ``watcher(t_s, value)`` on every later record of ``name``."""
+        self._get(name).watchers.append(watcher)
 
     def event(self, t_s: float, text: str) -> None:
         """A discrete occurrence (sync acquired, sync lost, …) for the timeline."""
         self.events.append((t_s, text))
 
+    def stats(self, name: str) -> SeriesStats:
+        series = self._series.get(name)
+        return series.stats if series is not None else SeriesStats()
+
     def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self._t.get(name, ()), float), np.asarray(self._v.get(name, ()), float)
+        """The decimated series: every point while fewer than ``max_points`` were recorded, else every stride-th."""
+        series = self._series.get(name)
+        if series is None:
+            return np.empty(0), np.empty(0)
+        return np.asarray(series.t_s, float), np.asarray(series.values, float)
 
     def last(self, name: str, default: float = float("nan")) -> float:
-        values = self._v.get(name)
-        return values[-1] if values else default
+        s = self.stats(name)
+        return s.last if s.count else default

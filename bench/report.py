@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,24 @@ from bench.monitor import Monitor
 from bench.scenario import Bound
 from bench.stack import KeyTotals
 
+SYNC_ERROR_SERIES = "sync.offset_error_ps"  # truth − estimate of every tracked acquisition, ps
+
+
+def score_sync(monitor: Monitor, true_offset_ps: Callable[[float], float]) -> None:
+    """Record truth − estimate into ``SYNC_ERROR_SERIES`` as each estimate arrives (nothing is held).
+
+    ``true_offset_ps(t_mid_s)``: the true mean offset of the acquisition centred at ``t_mid_s``.
+    """
+    monitor.watch("sync.offset_ps", lambda t_s, estimate_ps: monitor.record(
+        SYNC_ERROR_SERIES, t_s, true_offset_ps(t_s) - estimate_ps))
+
 
 def sync_errors_ps(monitor: Monitor, truth_t_s: np.ndarray, truth_offset_ps: np.ndarray) -> np.ndarray:
-    """Truth minus estimate for every tracked acquisition, matched on mid-acquisition time."""
+    """Truth minus estimate for every recorded estimate of a short run, matched on mid-acquisition time.
+
+    Needs the whole run in the monitor's series (fewer points than its ``max_points``) and in the truth;
+    long runs use :func:`score_sync`.
+    """
     t, estimate = monitor.series("sync.offset_ps")
     if not t.size:
         return np.empty(0)
@@ -33,9 +49,10 @@ def sync_errors_ps(monitor: Monitor, truth_t_s: np.ndarray, truth_offset_ps: np.
     return offsets[nearest] - estimate
 
 
-def compute_metrics(totals: KeyTotals, monitor: Monitor, sync_error_ps: np.ndarray,
-                    simulated_s: float) -> dict[str, float | int | None]:
+def compute_metrics(totals: KeyTotals, monitor: Monitor, simulated_s: float) -> dict[str, float | int | None]:
+    """The run's metrics; the sync error from ``SYNC_ERROR_SERIES`` (see :func:`score_sync`)."""
     tally = totals.tally
+    sync_error = monitor.stats(SYNC_ERROR_SERIES)
     restarts = sum(1 for _, text in monitor.events if text.startswith("sync lost"))
     qz_low, qz_high = qber_interval(tally.errors_z, tally.n_z)  # 95 % Clopper–Pearson, pooled over the run
     qx_low, qx_high = qber_interval(tally.errors_x, tally.n_x)
@@ -44,8 +61,8 @@ def compute_metrics(totals: KeyTotals, monitor: Monitor, sync_error_ps: np.ndarr
         "qber_x_mean": tally.qber_x if tally.n_x else None,
         "sifted_key_rate_bps_mean": tally.n_z / simulated_s,
         "secret_key_rate_bps_mean": totals.secret_bits / simulated_s,
-        "sync_offset_error_ps_rms": float(np.sqrt(np.mean(sync_error_ps**2))) if sync_error_ps.size else None,
-        "sync_offset_error_ps_max": float(np.abs(sync_error_ps).max()) if sync_error_ps.size else None,
+        "sync_offset_error_ps_rms": sync_error.rms if sync_error.count else None,
+        "sync_offset_error_ps_max": sync_error.max_abs if sync_error.count else None,
         "availability": totals.key_time_s / simulated_s,
         "automatic_restarts": restarts,
         "manual_interventions": 0,

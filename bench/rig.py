@@ -53,7 +53,8 @@ class Rig:
     faults: FaultInjector  # hidden: the scenario's fault schedule and tests inject through it
 
     def sync_truth(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mid-acquisition time in s, true mean Alice–Bob offset in ps) of every acquisition so far."""
+        """(mid-acquisition time in s, true mean Alice–Bob offset in ps) of the acquisitions in the emulator's
+        bounded truth log (the latest ``emulators.tagger.TRUTH_LOG_LENGTH``)."""
         log = self.emulator.truth_log
         t_mid_s = np.array([(a.start_ps + a.end_ps) / 2 / PS_PER_S for a in log])
         return t_mid_s, np.array([a.mean_offset_ps for a in log])

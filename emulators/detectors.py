@@ -77,6 +77,9 @@ class EmulatedDetectors(DetectorSystem):
         """Fraction of [t0, t1] (t1 ≤ now, within the last few transitions) the rack was COLD."""
         if t1_ps <= t0_ps:
             return 1.0 if self._state_at(t0_ps) is CoolingState.COLD else 0.0
+        since_ps, last = self._transitions[-1]
+        if since_ps <= t0_ps:  # no transition within the interval: the usual case
+            return 1.0 if last is CoolingState.COLD else 0.0
         cold = 0
         marks = list(self._transitions)
         for i, (start, state) in enumerate(marks):

@@ -14,6 +14,7 @@ fraction it kept.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -25,18 +26,21 @@ from drivers.interfaces.tagger import (
     Acquisition,
     AcquisitionRequest,
     CoincidenceCounts,
+    CoincidenceSpec,
     CorrelationHistogram,
+    HistogramSpec,
     TagBlock,
     TaggerConstraints,
     TaggerStatus,
     TimeTagger,
 )
 from emulators.candidates import PairCandidates, candidate_range
-from emulators.link import LinkPhysics, LinkState
+from emulators.link import CoincidenceLayout, LinkPhysics, LinkState
 from emulators.tagstream import NodeTiming, generate
-from emulators.world import PS_PER_S, World
+from emulators.world import PS_PER_S, FlatPoisson, World
 
 T = TypeVar("T")
+TRUTH_LOG_LENGTH = 4096  # latest acquisitions whose truth is kept: memory stays flat however long the run
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,23 @@ class AcquisitionTruth:
         return (self.offset_start_ps + self.offset_end_ps) / 2
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one (validated) request needs of the link, worked out once per request object.
+
+    A pair's residual offset is r = sign·Δ + delay(click) − delay(start), sign from ``offset_sign``.
+    """
+
+    histograms: tuple[tuple[HistogramSpec, float, int, int], ...]  # (spec, sign, start index, click index)
+    coincidences: CoincidenceSpec | None
+    coincidence_layout: CoincidenceLayout | None
+    coincidence_sign: np.ndarray  # per coincidence pair
+    coincidence_start: np.ndarray  # index into LinkPhysics.channels of each pair's start channel
+    coincidence_click: np.ndarray
+    count_channels: np.ndarray  # index into LinkPhysics.channels of each counted channel
+    poisson_means: np.ndarray  # scratch: every mean of one acquisition that goes through Generator.poisson
+
+
 FIDELITIES = ("tags", "pairs", "stats")
 
 
@@ -77,12 +98,16 @@ class EmulatedLinkTagger(TimeTagger):
         self.link = link
         self.params = params
         self._rng = world.rng(name)
-        self._delays_ps = dict.fromkeys(sorted(link.ports), 0)
+        self._flat_poisson = FlatPoisson(self._rng)
+        self._delays_ps = dict.fromkeys(link.channels, 0)
+        self._delay_array_ps = np.zeros(len(link.channels))  # the same, in the order of link.channels
         self._buffer_rate_hz = params.buffer_rate_hz
         self._choked_until_ps = -1
         self._overflows = 0
         self._missed_events = 0
-        self.truth_log: list[AcquisitionTruth] = []
+        self.truth_log: deque[AcquisitionTruth] = deque(maxlen=TRUTH_LOG_LENGTH)
+        self._plan_request: AcquisitionRequest | None = None
+        self._plan: _Plan | None = None
 
     # -- contract -------------------------------------------------------------------------------
     async def constraints(self) -> TaggerConstraints:
@@ -98,23 +123,21 @@ class EmulatedLinkTagger(TimeTagger):
         m = self.params.max_input_delay_ps
         check_range(self.name, f"input delay of channel {channel} (ps)", delay_ps, -m, m)
         self._delays_ps[channel] = int(delay_ps)
+        self._delay_array_ps[self.link.channel_index[channel]] = int(delay_ps)
 
     async def acquire(self, request: AcquisitionRequest) -> Acquisition:
         if self.fidelity == "tags":
             raise DriverError(self.name, "at 'tags' fidelity this tagger serves raw streams only (read_tags)")
-        self._validate(request)
-        delays = dict(self._delays_ps)
-        pairs = [(h.start_channel, h.click_channel) for h in request.histograms]
-        if request.coincidences is not None:
-            pairs += list(request.coincidences.pairs)
+        plan = self._planned(request)
         t0 = self.world.now_ps
         offset0 = self.link.offset_ps(t0)
-        start_offsets = {p: self._residual_ps(p, t0, delays) for p in pairs}
+        delays = self._delay_array_ps.copy()  # latched at the start, as setInputDelay acts on new tags
 
         def sample() -> Acquisition:
             t1 = self.world.now_ps
-            self.truth_log.append(AcquisitionTruth(t0, t1, offset0, self.link.offset_ps(t1)))
-            return self._sample(request, delays, start_offsets)
+            truth = AcquisitionTruth(t0, t1, offset0, self.link.offset_ps(t1))
+            self.truth_log.append(truth)
+            return self._sample(request, plan, truth, delays)
 
         return await self._after(request.duration_ps, sample)
 
@@ -123,6 +146,7 @@ class EmulatedLinkTagger(TimeTagger):
         t0 = self.world.now_ps
         start = {name: self._node_offset_ps(name, t0) for name in self.link.nodes}
         delays = dict(self._delays_ps)
+        offset0 = self.link.offset_ps(t0)
 
         def sample() -> TagBlock:
             t1 = self.world.now_ps
@@ -131,10 +155,17 @@ class EmulatedLinkTagger(TimeTagger):
                                                 self._buffer_hz(), self._rng)
             self._overflows += overflows
             self._missed_events += missed
-            self.truth_log.append(AcquisitionTruth(t0, t1, self.link.offset_ps(t0), self.link.offset_ps(t1)))
+            self.truth_log.append(AcquisitionTruth(t0, t1, offset0, self.link.offset_ps(t1)))
             return block
 
         return await self._after(duration_ps, sample)
+
+    def true_offset_ps(self, t_mid_s: float) -> float:
+        """Truth: mean Δ over the recent acquisition centred at ``t_mid_s`` (within 1 µs), ps."""
+        for truth in reversed(self.truth_log):
+            if abs((truth.start_ps + truth.end_ps) / 2 / PS_PER_S - t_mid_s) <= 1e-6:
+                return truth.mean_offset_ps
+        raise LookupError(f"{self.name}: no acquisition centred at {t_mid_s} s among the last {len(self.truth_log)}")
 
     def choke(self, buffer_rate_hz: float, duration_s: float) -> None:
         """Fault: the stream carries at most ``buffer_rate_hz`` for ``duration_s`` (e.g. a congested link)."""
@@ -167,13 +198,30 @@ class EmulatedLinkTagger(TimeTagger):
         node = self.link.nodes[name]
         return node.arm.delay_ps(t_ps) + node.clock.phase_ps(t_ps)
 
-    def _residual_ps(self, pair: tuple[int, int], t_ps: int, delays: dict[int, int]) -> float:
-        start, click = pair
-        return self.link.signed_offset_ps(start, click, t_ps) + delays[click] - delays[start]
-
     def _check_channel(self, channel: int) -> None:
         if channel not in self._delays_ps:
             raise DriverError(self.name, f"no channel {channel}; channels are {tuple(self._delays_ps)}")
+
+    def _planned(self, request: AcquisitionRequest) -> _Plan:
+        """Validate ``request`` and work out its plan, once per request object (the stack reuses one)."""
+        if request is self._plan_request and self._plan is not None:
+            return self._plan
+        self._validate(request)
+        link = self.link
+        index = link.channel_index
+        histograms = tuple((h, link.offset_sign(h.start_channel, h.click_channel), index[h.start_channel],
+                            index[h.click_channel]) for h in request.histograms)
+        cs = request.coincidences
+        pairs = () if cs is None else cs.pairs
+        n_means = len(request.count_channels) + 4 * len(pairs) + sum(
+            h.n_bins for h in request.histograms if link.peak_shapes(h.start_channel, h.click_channel))
+        plan = _Plan(
+            histograms, cs, None if cs is None else link.coincidence_layout(cs.pairs, cs.window_ps, cs.time_bin_ps),
+            np.array([link.offset_sign(a, b) for a, b in pairs]), np.array([index[a] for a, _ in pairs], dtype=np.intp),
+            np.array([index[b] for _, b in pairs], dtype=np.intp),
+            np.array([index[c] for c in request.count_channels], dtype=np.intp), np.empty(n_means))
+        self._plan_request, self._plan = request, plan
+        return plan
 
     def _validate(self, request: AcquisitionRequest) -> None:
         if request.duration_ps <= 0:
@@ -190,36 +238,72 @@ class EmulatedLinkTagger(TimeTagger):
         for c in request.count_channels:
             self._check_channel(c)
 
-    def _sample(self, request: AcquisitionRequest, delays: dict[int, int],
-                 start_offsets: dict[tuple[int, int], float]) -> Acquisition:
-        t1 = self.world.now_ps
-        t0 = t1 - request.duration_ps
-        state = self.link.state(t0, t1)
-        total_rate = sum(state.singles_hz(c) for c in self._delays_ps)
+    def _sample(self, request: AcquisitionRequest, plan: _Plan, truth: AcquisitionTruth,
+                delays_ps: np.ndarray) -> Acquisition:
+        """The acquisition's measurements; ``delays_ps`` per channel in the order of ``link.channels``."""
+        state = self.link.state(truth.start_ps, truth.end_ps)
+        duration_s = state.duration_s
+        singles_hz = state.rates.singles_hz
+        total_rate = state.rates.total_singles_hz
         kept = min(1.0, self._buffer_hz() / total_rate) if total_rate > 0 else 1.0
         overflow = kept < 1.0
-        missed = round((1.0 - kept) * total_rate * state.duration_s)
+        missed = round((1.0 - kept) * total_rate * duration_s)
         if overflow:
             self._overflows += 1
             self._missed_events += missed
         scale = kept * kept  # a coincidence needs both of its tags kept
-        residual = {p: (r0, self._residual_ps(p, t1, delays)) for p, r0 in start_offsets.items()}
-        cs = request.coincidences
+        d0, d1 = truth.offset_start_ps, truth.offset_end_ps
+        pair_delay = delays_ps[plan.coincidence_click] - delays_ps[plan.coincidence_start]
+        r0, r1 = plan.coincidence_sign * d0 + pair_delay, plan.coincidence_sign * d1 + pair_delay
         if self.fidelity == "pairs":
+            residual = {}
+            for h, sign, a, b in plan.histograms:
+                delay = float(delays_ps[b] - delays_ps[a])
+                residual[(h.start_channel, h.click_channel)] = (sign * d0 + delay, sign * d1 + delay)
+            if plan.coincidences is not None:
+                residual.update(zip(plan.coincidences.pairs, zip(r0.tolist(), r1.tolist(), strict=True),
+                                    strict=True))
             histograms, counts = self._count_candidates(request, state, residual, scale)
+            rates = self._rng.poisson(singles_hz[plan.count_channels] * kept * duration_s)
         else:
-            histograms = tuple(
-                CorrelationHistogram(h, self._rng.poisson(scale * state.expected_histogram(
-                    h.start_channel, h.click_channel, h.binwidth_ps, h.n_bins,
-                    *residual[(h.start_channel, h.click_channel)])))
-                for h in request.histograms)
-            counts = None if cs is None else self._rng.poisson(scale * np.array(
-                [state.expected_coincidences(*pair, cs.window_ps, cs.time_bin_ps, *residual[pair])
-                 for pair in cs.pairs]))
-        coincidences = None if cs is None else CoincidenceCounts(cs, counts)
-        rates = {c: float(self._rng.poisson(state.singles_hz(c) * kept * state.duration_s)) / state.duration_s
-                 for c in request.count_channels}
-        return Acquisition(request, histograms, coincidences, rates, overflow, missed)
+            histograms, counts, rates = self._sample_stats(plan, state, d0, d1, r0, r1, delays_ps, scale, kept)
+        coincidences = None if plan.coincidences is None else CoincidenceCounts(plan.coincidences, counts)
+        count_rates = dict(zip(request.count_channels, (rates / duration_s).tolist(), strict=True))
+        return Acquisition(request, histograms, coincidences, count_rates, overflow, missed)
+
+    def _sample_stats(self, plan: _Plan, state: LinkState, d0: float, d1: float, r0: np.ndarray, r1: np.ndarray,
+                      delays_ps: np.ndarray, scale: float, kept: float
+                      ) -> tuple[tuple[CorrelationHistogram, ...], np.ndarray | None, np.ndarray]:
+        """Histograms, coincidence counts and channel counts drawn from the closed form (``stats``).
+
+        A histogram is its flat accidental background (:class:`FlatPoisson`) plus Poisson counts in the bins
+        under its peaks; all non-flat means of the acquisition go through one ``Generator.poisson`` call.
+        """
+        duration_s = state.duration_s
+        singles_hz = state.rates.singles_hz
+        means = plan.poisson_means
+        histograms, spans = [], []
+        at = 0
+        for h, sign, a, b in plan.histograms:
+            delay = float(delays_ps[b] - delays_ps[a])
+            background = float(singles_hz[a] * singles_hz[b]) / PS_PER_S * h.binwidth_ps * duration_s
+            histograms.append(CorrelationHistogram(h, self._flat_poisson(scale * background, h.n_bins)))
+            lo, peaks = state.histogram_peaks(h.start_channel, h.click_channel, h.binwidth_ps, h.n_bins,
+                                              sign * d0 + delay, sign * d1 + delay)
+            np.multiply(peaks, scale, out=means[at:at + peaks.size])
+            spans.append((lo, at, at + peaks.size))
+            at += peaks.size
+        layout = plan.coincidence_layout
+        n_cells = 0 if layout is None else 4 * len(layout.pairs)
+        if layout is not None:
+            np.multiply(state.expected_coincidence_counts(layout, r0, r1).ravel(), scale, out=means[at:at + n_cells])
+        end = at + n_cells + plan.count_channels.size
+        np.multiply(singles_hz[plan.count_channels], kept * duration_s, out=means[at + n_cells:end])
+        drawn = self._rng.poisson(means[:end])
+        for histogram, (lo, first, last) in zip(histograms, spans, strict=True):
+            histogram.counts[lo:lo + last - first] += drawn[first:last]
+        counts = None if layout is None else drawn[at:at + n_cells].reshape(-1, 2, 2)
+        return tuple(histograms), counts, drawn[at + n_cells:]
 
     def _count_candidates(self, request: AcquisitionRequest, state: LinkState,
                           residual: dict[tuple[int, int], tuple[float, float]],
