@@ -11,6 +11,9 @@ Prints a table and writes one JSON object with the machine and the date. Figures
   on the smoke scenario at ``tags`` fidelity (median of 0.5 s blocks after a warm-up block), and that
   over the emulated tag rate (tags per emulated second): > 1 is faster than real time;
 - ``smoke_replay_wall_s`` / ``smoke_replay_speedup``: the shipped 1 h smoke scenario, end to end.
+- ``memory_mb_per_sim_hour``: growth of the resident memory of a fresh process replaying the smoke scenario
+  stretched to 4 h, from the first simulated hour to the end, per simulated hour (median of ``--repeat``
+  processes; ~0 when nothing is held for the whole run), and ``memory_rss_mb`` at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -26,12 +30,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import vtime  # noqa: E402
+from bench.monitor import Monitor  # noqa: E402
 from bench.rig import Rig, build_emulated_rig  # noqa: E402
 from bench.runner import run_scenario  # noqa: E402
 from bench.scenario import Scenario, load_scenario  # noqa: E402
@@ -42,6 +48,7 @@ SMOKE = REPO / "scenarios" / "smoke-50km-1h.yaml"
 STATS_BATCH = 50  # acquisitions timed together; the delays are re-centred on the truth between batches
 STATS_BATCHES = 8
 TAG_BLOCK_PS = 500_000_000_000
+MEMORY_REPLAY_H = 4.0  # simulated hours of the memory replay; growth is taken after the first hour
 
 
 def _replay_wall_s(until_s: float | None) -> tuple[float, float]:
@@ -129,11 +136,155 @@ def bench_smoke_replay(repeat: int) -> dict[str, float]:
     return {"smoke_replay_wall_s": wall, "smoke_replay_speedup": runs[0][1] / wall}
 
 
+def _replay_rss_mb(hours: float) -> list[tuple[float, float]]:
+    """(simulated s, resident MB of this process) at every key block of a smoke replay stretched to ``hours``."""
+    scenario = load_scenario(SMOKE).model_copy(update={"duration_s": hours * 3600.0})
+    page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+    samples: list[tuple[float, float]] = []
+    monitor = Monitor()
+
+    def sample(t_s: float, _qber: float) -> None:
+        with open("/proc/self/statm", encoding="ascii") as statm:  # Linux: resident pages are the 2nd field
+            samples.append((t_s, int(statm.read().split()[1]) * page_mb))
+
+    monitor.watch("qber_z", sample)
+    with tempfile.TemporaryDirectory() as out:
+        run_scenario(scenario, Path(out), progress=False, monitor=monitor)
+    return samples
+
+
+def bench_memory(repeat: int) -> dict[str, float]:
+    slopes, final = [], []
+    spawn = multiprocessing.get_context("spawn")  # a fresh process: no memory freed by earlier benchmarks
+    for _ in range(repeat):
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            samples = pool.submit(_replay_rss_mb, MEMORY_REPLAY_H).result()
+        t1, rss1 = max((s for s in samples if s[0] <= 3600.0), default=samples[0])
+        t_end, rss_end = samples[-1]
+        slopes.append((rss_end - rss1) / ((t_end - t1) / 3600.0))
+        final.append(rss_end)
+    return {"memory_mb_per_sim_hour": statistics.median(slopes), "memory_rss_mb": statistics.median(final)}
+
+
+def bench_cascade(repeat: int) -> dict[str, float]:
+    """Cascade (bench/cascade.py) on 64 frames of 2^17 bits at QBER 4.3 %, Alice and Bob in one process:
+    ``cascade_mbit_s`` corrected key per CPU second (both parties' work, numpy on one core) and
+    ``cascade_f`` = leaked / (n·h(E)) for the improved variant opt7, the one that is both more efficient and
+    faster than cascade-cpp's (medians of ``repeat`` runs), plus per-variant figures, round trips per
+    batch and per frame, and the frame error rate."""
+    import numpy as np
+
+    from bench.cascade import VARIANTS, CascadeAlice, cascade_plan, reconcile, reconciliation_efficiency
+
+    frames, n, qber = 64, 2**17, 0.043
+    figures: dict[str, float] = {}
+    for variant in VARIANTS:
+        runs = []
+        for seed in range(repeat):
+            rng = np.random.default_rng(seed)
+            alice = rng.integers(0, 2, (frames, n), dtype=np.uint8)
+            bob = alice ^ (rng.random((frames, n)) < qber).astype(np.uint8)
+            plan = cascade_plan(variant, qber, frames, n, seed)
+            oracle = CascadeAlice(alice, plan)  # the shared permutation tables are built here, untimed
+            t = time.process_time()
+            result = reconcile(bob, plan, oracle)
+            cpu_s = time.process_time() - t
+            f = reconciliation_efficiency(result.leaked_bits_per_frame, (alice != bob).sum(axis=1), n)
+            fer = float((result.corrected != alice).any(axis=1).mean())
+            runs.append((frames * n / cpu_s / 1e6, f, result.round_trips, fer))
+        for i, name in enumerate(("mbit_s", "f", "round_trips", "fer")):
+            figures[f"cascade_{variant}_{name}"] = statistics.median(r[i] for r in runs)
+        figures[f"cascade_{variant}_round_trips_per_frame"] = figures[f"cascade_{variant}_round_trips"] / frames
+    figures["cascade_mbit_s"] = figures["cascade_opt7_mbit_s"]
+    figures["cascade_f"] = figures["cascade_opt7_f"]
+    return figures
+
+
+def bench_sync_acquire(repeat: int) -> dict[str, float | str]:
+    """Sync acquisition (bench/acquisition.py) against fpfind 3.3.6 on the same 2 s of emulated Z tags at
+    33.5, 45 and 56.6 dB, an unknown offset within ±1 ms injected through Bob's input delays:
+    ``sync_acquire_s`` CPU s per attempt (median of ``repeat``; the key itself: the worst loss point),
+    ``sync_acquire_error_ps`` against the emulator's truth, and fpfind's CPU and error, or why it failed.
+    fpfind (Python API, ns floats) runs as its CLI would on ≤ 2 s: 2^23 bins of 64 ns (0.54 s windows),
+    early and late windows 1.07 s apart, peak threshold 6, 1 ns target resolution."""
+    import numpy as np
+
+    from bench.acquisition import acquire_offset
+    from drivers.interfaces import EventType
+
+    try:
+        from fpfind.fpfind import fpfind
+        from fpfind.lib.constants import MAX_FCORR
+        from fpfind.lib.utils import normalize_timestamps
+    except ImportError:
+        fpfind = None
+    figures: dict[str, float | str] = {}
+    smoke = load_scenario(SMOKE)
+    nominal_db = build_emulated_rig(smoke, smoke.seed).total_loss_db
+
+    async def read(rig: Rig, target_ps: int, truth: list[tuple[int, float]]) -> tuple[list, int]:
+        """Two 1 s blocks with Δ moved to ``target_ps``; Δ sampled as time passes (the clocks are causal)."""
+        link, world = rig.emulator.link, rig.emulator.world
+        delay_ps = target_ps - round(link.offset_ps(world.now_ps))
+        for ch in rig.channels.bob:
+            await rig.tagger.set_input_delay(ch, delay_ps)
+        blocks = []
+        for _ in range(2):
+            truth.append((world.now_ps, link.offset_ps(world.now_ps)))
+            blocks.append(await rig.tagger.read_tags(PS_PER_S))
+        truth.append((world.now_ps, link.offset_ps(world.now_ps)))
+        return blocks, delay_ps
+
+    for loss_db in (33.5, 45.0, 56.6):
+        bob = smoke.link.bob
+        fibre = bob.fibre.model_copy(update={"device_loss_db": bob.fibre.device_loss_db + loss_db - nominal_db})
+        link_cfg = smoke.link.model_copy(update={"bob": bob.model_copy(update={"fibre": fibre})})
+        rig = build_emulated_rig(smoke.model_copy(update={"link": link_cfg}), smoke.seed, fidelity="tags")
+        c = rig.channels
+        truth: list[tuple[int, float]] = []
+        target_ps = int(np.random.default_rng(round(loss_db * 10)).integers(-10**9, 10**9))
+        blocks, delay_ps = vtime.run(read(rig, target_ps, truth), rig.env)
+        alice, bob_z = (np.concatenate([b.timestamps_ps[(b.channels == ch) & (b.event_types == EventType.TIME_TAG)]
+                                        for b in blocks]) for ch in (c.alice_z, c.bob_z))
+        t_ps, offset_ps = np.array(truth).T
+        t_ps, offset_ps = t_ps + delay_ps, offset_ps + delay_ps  # on Bob's timebase (to < 1 ms: < 0.01 ps)
+        cpu = []
+        for _ in range(repeat):
+            t = time.process_time()
+            found = acquire_offset(alice, bob_z)
+            cpu.append(time.process_time() - t)
+        key = f"{loss_db:g}dB"
+        figures[f"sync_acquire_s_{key}"] = statistics.median(cpu)
+        true_ps = float(np.interp(found.reference_ps, t_ps, offset_ps))
+        figures[f"sync_acquire_error_ps_{key}"] = found.offset_ps - true_ps
+        if fpfind is None:
+            figures[f"fpfind_{key}"] = "not installed (pip install -e '.[bench]')"
+            continue
+        ref_ns, target_ns = normalize_timestamps(bob_z / 1e3, alice / 1e3)  # reference: the low-count side
+        start_ps = max(int(alice[0]), int(bob_z[0]))
+        n_bins, bin_ns = 1 << 23, 64.0
+        t = time.process_time()
+        try:  # (target − dt)/(1 + df) matches the reference: Δ at the common start is −dt
+            dt_ns, _df = fpfind(ref_ns, target_ns, num_wraps=1, num_bins=n_bins, resolution=bin_ns,
+                                target_resolution=1, threshold=6, max_dt=1e6, max_df=MAX_FCORR, df_target=1e-10,
+                                separation_duration=2 * n_bins * bin_ns, convergence_rate=np.e,
+                                precompensations=[0.0])
+            figures[f"fpfind_error_ps_{key}"] = -dt_ns * 1e3 - float(np.interp(start_ps, t_ps, offset_ps))
+        except ValueError as exc:  # fpfind's PeakFindingFailed is a ValueError
+            figures[f"fpfind_error_ps_{key}"] = f"failed: {exc}"
+        figures[f"fpfind_acquire_s_{key}"] = time.process_time() - t
+    figures["sync_acquire_s"] = max(v for k, v in figures.items() if k.startswith("sync_acquire_s_"))
+    return figures
+
+
 BENCHMARKS: dict[str, Callable[[int], dict[str, float]]] = {
     "stats_step": bench_stats_step,
     "stats_step_stack": bench_stats_step_stack,
     "tags": bench_tags,
     "smoke_replay": bench_smoke_replay,
+    "memory": bench_memory,
+    "cascade": bench_cascade,
+    "sync_acquire": bench_sync_acquire,
 }
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
