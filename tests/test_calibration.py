@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from link_helpers import centre_on_truth, with_node
 from scipy.optimize import minimize_scalar
 
 from bench import vtime
@@ -21,12 +22,6 @@ from emulators.link import LinkState, window_fraction
 
 T_BIN = 400
 WINDOW = 120
-
-
-def _with(smoke: Scenario, node: str, section: str, **values: float) -> Scenario:
-    node_cfg = getattr(smoke.link, node)
-    updated = node_cfg.model_copy(update={section: getattr(node_cfg, section).model_copy(update=values)})
-    return smoke.model_copy(update={"link": smoke.link.model_copy(update={node: updated})})
 
 
 def _figures(state: LinkState, rig_channels) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
@@ -63,7 +58,7 @@ def test_dispersion_broadening_reproduces_seed_001_table_2(smoke: Scenario, resi
     rig = build_emulated_rig(scenario, scenario.seed)
     link = rig.emulator.link
     now = sum(n.arm.dispersion_ps_per_nm(n.wavelength_nm) for n in link.nodes.values())
-    scenario = _with(scenario, "alice", "fibre",
+    scenario = with_node(scenario, "alice", "fibre",
                      compensation_ps_per_nm=smoke.link.alice.fibre.compensation_ps_per_nm + residual_ps_per_nm - now)
     link = build_emulated_rig(scenario, scenario.seed).emulator.link
     c = rig.channels
@@ -80,7 +75,6 @@ def test_the_pump_holds_qber_z_at_4_3_percent_with_qber_x_within_5_percent(smoke
     # The stack's pump optimiser starts from half the power and holds the target; the last 20 s of
     # sampled acquisitions, sifted by the stack's own code, must show both figures.
     rig = build_emulated_rig(smoke, smoke.seed)
-    link = rig.emulator.link
     optimiser = PumpOptimiser(rig.pump, PumpControlSettings(target_qber_z=0.043))
     spec = rig.channels.coincidence_spec(WINDOW, T_BIN)
 
@@ -88,9 +82,7 @@ def test_the_pump_holds_qber_z_at_4_3_percent_with_qber_x_within_5_percent(smoke
         await rig.pump.set_power(smoke.link.pump.power_mw / 2)
         held = SiftedTally()
         for i in range(100):
-            offset = link.offset_ps(rig.emulator.world.now_ps)  # the sync loop's job, here from the truth
-            for ch in rig.channels.bob:
-                await rig.tagger.set_input_delay(ch, -round(offset))
+            await centre_on_truth(rig)
             acquisition = await rig.tagger.acquire(AcquisitionRequest(500_000_000_000, coincidences=spec))
             tally = sift(acquisition.coincidences)
             optimiser.observe(tally, 0.5)
@@ -128,7 +120,7 @@ def test_key_rate_falls_1_db_per_db_of_loss_between_30_and_45_db(smoke: Scenario
     base = smoke.link.bob.fibre.device_loss_db
     rig = build_emulated_rig(smoke, smoke.seed)
     for loss in losses:
-        scenario = _with(smoke, "bob", "fibre", device_loss_db=base + loss - rig.total_loss_db)
+        scenario = with_node(smoke, "bob", "fibre", device_loss_db=base + loss - rig.total_loss_db)
         r = build_emulated_rig(scenario, scenario.seed)
         q_z, q_x, n_z = _figures(r.emulator.link.state(0, 10**12), r.channels)
         rates.append(n_z * secret_fraction(q_z, q_x))
@@ -138,7 +130,7 @@ def test_key_rate_falls_1_db_per_db_of_loss_between_30_and_45_db(smoke: Scenario
 
 def test_cryocooler_recycles_seven_times_in_325_hours(smoke: Scenario) -> None:
     # seed 000: "Automatic restarts: 9 times (including 7 detector cooling cycles)" over 325 h.
-    scenario = _with(_with(smoke, "alice", "clock", update_s=3600.0), "bob", "clock", update_s=3600.0)
+    scenario = with_node(with_node(smoke, "alice", "clock", update_s=3600.0), "bob", "clock", update_s=3600.0)
     rig = build_emulated_rig(scenario, scenario.seed)  # clocks ticking hourly: only the cryocooler matters here
     rig.env.run(until=325 * 3600 * 10**12)
     detectors = rig.emulator.link.nodes["alice"].detectors

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from link_helpers import centre_on_truth
 from scipy.special import erf
 from scipy.stats import norm
 
@@ -36,13 +37,6 @@ def _run(rig: Rig, coro):  # type: ignore[no-untyped-def]
 def _z_spec(rig: Rig) -> CoincidenceSpec:
     c = rig.channels
     return CoincidenceSpec(((c.alice_z, c.bob_z),), window_ps=120, time_bin_ps=T_BIN)
-
-
-async def _centre_on_truth(rig: Rig, extra_ps: int = 0) -> None:
-    """Compensate the true offset exactly (the stack's job; here from the hidden truth)."""
-    offset = rig.emulator.link.offset_ps(rig.emulator.world.now_ps)
-    for ch in rig.channels.bob:
-        await rig.tagger.set_input_delay(ch, -round(offset) + extra_ps)
 
 
 def test_total_loss_is_the_scenarios_33_5_db(rig: Rig) -> None:
@@ -87,7 +81,7 @@ def test_sampled_coincidences_scatter_as_poisson_around_the_model(rig: Rig) -> N
     async def main() -> tuple[np.ndarray, np.ndarray]:
         counts, expected = [], []
         for _ in range(20):
-            await _centre_on_truth(rig)
+            await centre_on_truth(rig)
             applied = -(await rig.tagger.status()).input_delays_ps[c.bob_z]
             acq = await rig.tagger.acquire(AcquisitionRequest(ACQ_PS, coincidences=_z_spec(rig)))
             truth = rig.emulator.truth_log[-1]
@@ -108,7 +102,7 @@ def test_far_from_the_peak_accidentals_fill_both_windows_and_err_half_the_time(r
     c = rig.channels
 
     async def main() -> np.ndarray:
-        await _centre_on_truth(rig, extra_ps=20_000)  # windows 20 ns off the true peak
+        await centre_on_truth(rig, extra_ps=20_000)  # windows 20 ns off the true peak
         acq = await rig.tagger.acquire(AcquisitionRequest(10 * ACQ_PS, coincidences=_z_spec(rig)))
         return acq.coincidences.counts[0]
 
@@ -144,7 +138,7 @@ def test_histogram_peaks_at_the_true_offset(rig: Rig) -> None:
     spec = HistogramSpec(c.alice_z, c.bob_z, binwidth_ps=2, n_bins=1024)
 
     async def main() -> tuple[np.ndarray, np.ndarray, float]:
-        await _centre_on_truth(rig, extra_ps=137)
+        await centre_on_truth(rig, extra_ps=137)
         acq = await rig.tagger.acquire(AcquisitionRequest(ACQ_PS, histograms=(spec,)))
         return acq.histograms[0].counts, acq.histograms[0].bin_centres_ps(), rig.emulator.truth_log[-1].mean_offset_ps
 
@@ -162,7 +156,7 @@ def test_raw_tags_agree_with_the_stats_model(rig: Rig) -> None:
     duration_ps = 10_000_000_000  # 10 ms
 
     async def main():  # type: ignore[no-untyped-def]
-        await _centre_on_truth(rig)
+        await centre_on_truth(rig)
         return await rig.tagger.read_tags(duration_ps)
 
     block = _run(rig, main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from link_helpers import centre_on_truth, with_environment, with_node
 
 from bench import vtime
 from bench.phase_lock import PhaseLock, PhaseLockSettings
@@ -18,15 +19,8 @@ ACQ_S = 0.5
 
 
 def _scenario(smoke: Scenario, phase0_rad: float, kelvin_rad: float = 0.0, swing_c: float = 0.0) -> Scenario:
-    bob = smoke.link.bob
-    interferometer = bob.interferometer.model_copy(update={"phase0_rad": phase0_rad,
-                                                           "phase_per_kelvin_rad": kelvin_rad})
-    environment = smoke.link.environment.model_copy(update={"diurnal_amplitude_c": swing_c,
-                                                            "diurnal_period_s": 3600.0})
-    link = smoke.link.model_copy(update={"bob": bob.model_copy(update={"interferometer": interferometer}),
-                                         "environment": environment})
-    return smoke.model_copy(update={"link": link})
-
+    scenario = with_node(smoke, "bob", "interferometer", phase0_rad=phase0_rad, phase_per_kelvin_rad=kelvin_rad)
+    return with_environment(scenario, diurnal_amplitude_c=swing_c, diurnal_period_s=3600.0)
 
 def _run(scenario: Scenario, seconds: float, lock: bool = True) -> tuple[np.ndarray, PhaseLock]:
     """QBERx of every 10 s window while the lock (or nothing) drives Bob's piezo."""
@@ -34,16 +28,13 @@ def _run(scenario: Scenario, seconds: float, lock: bool = True) -> tuple[np.ndar
     phase_lock = PhaseLock(rig.phase_actuators["bob"], PhaseLockSettings(
         rad_per_v=scenario.link.bob.interferometer.piezo_rad_per_v))
     spec = rig.channels.coincidence_spec(120, 400)
-    link = rig.emulator.link
 
     async def main() -> list[float]:
         if lock:
             await phase_lock.start()
         windows, window = [], SiftedTally()
         for i in range(round(seconds / ACQ_S)):
-            offset = link.offset_ps(rig.emulator.world.now_ps)  # sync from the truth: not under test here
-            for ch in rig.channels.bob:
-                await rig.tagger.set_input_delay(ch, -round(offset))
+            await centre_on_truth(rig)  # sync is not under test here
             tally = sift((await rig.tagger.acquire(AcquisitionRequest(round(ACQ_S * 1e12), coincidences=spec)))
                          .coincidences)
             window += tally

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from link_helpers import with_environment, with_node
 
 from bench import vtime
 from bench.polarization_control import PolarizationControlSettings, PolarizationLoop
@@ -17,15 +18,9 @@ RECOVERY_BOUND_S = 240.0  # stated bound: back within 3 % of the best efficiency
 
 
 def _scenario(smoke: Scenario, kelvin_rad: float, swing_c: float, walk: float) -> Scenario:
-    bob = smoke.link.bob
-    polarization = bob.polarization.model_copy(update={"rad_per_kelvin": kelvin_rad,
-                                                       "birefringence_walk_rad_per_sqrt_s": walk})
-    environment = smoke.link.environment.model_copy(update={"diurnal_amplitude_c": swing_c,
-                                                            "diurnal_period_s": 3600.0})
-    link = smoke.link.model_copy(update={"bob": bob.model_copy(update={"polarization": polarization}),
-                                         "environment": environment})
-    return smoke.model_copy(update={"link": link})
-
+    scenario = with_node(smoke, "bob", "polarization", rad_per_kelvin=kelvin_rad,
+                         birefringence_walk_rad_per_sqrt_s=walk)
+    return with_environment(scenario, diurnal_amplitude_c=swing_c, diurnal_period_s=3600.0)
 
 def _run(scenario: Scenario, seconds: float, loop_on: bool = True, scramble_at_s: float | None = None
          ) -> np.ndarray:

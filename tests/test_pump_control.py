@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from link_helpers import centre_on_truth
 
 from bench import vtime
 from bench.pump_control import PumpControlSettings, PumpOptimiser
@@ -19,16 +20,13 @@ def _run(rig: Rig, start_mw: float, seconds: float) -> tuple[list[float], Sifted
     """Pump setpoint after every acquisition, the tally of the last 20 s, and the number of updates."""
     optimiser = PumpOptimiser(rig.pump, PumpControlSettings())
     spec = rig.channels.coincidence_spec(120, 400)
-    link = rig.emulator.link
 
     async def main() -> tuple[list[float], SiftedTally]:
         await rig.pump.set_power(start_mw)
         powers, last = [], SiftedTally()
         n = round(seconds / ACQ_S)
         for i in range(n):
-            offset = link.offset_ps(rig.emulator.world.now_ps)  # sync from the truth: not under test here
-            for ch in rig.channels.bob:
-                await rig.tagger.set_input_delay(ch, -round(offset))
+            await centre_on_truth(rig)  # sync is not under test here
             acquisition = await rig.tagger.acquire(AcquisitionRequest(round(ACQ_S * 1e12), coincidences=spec))
             tally = sift(acquisition.coincidences)
             optimiser.observe(tally, ACQ_S)
