@@ -6,11 +6,14 @@ Exit codes: 0 ok / acceptance met, 1 acceptance failed (each failed criterion na
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from bench.finitekey import EPS_COR_DEFAULT, EPS_SEC_DEFAULT, estimated_leak_bits, finite_key
+from bench.keyrate import EC_EFFICIENCY_SEED, asymptotic_secret_bits
 from bench.report import print_summary
 from bench.scenario import ScenarioError, load_scenario
 
@@ -36,6 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     val = sub.add_parser("validate", help="check a scenario against the schema only")
     val.add_argument("scenario", type=Path)
+    key = sub.add_parser("keyrate", help="secret key length of a block: asymptotic, and finite with --finite")
+    key.add_argument("--sifted", type=int, required=True, metavar="N", help="sifted Z-basis key bits")
+    key.add_argument("--qber-z", type=float, required=True, metavar="E", help="Z-basis error rate (fraction)")
+    key.add_argument("--qber-x", type=float, required=True, metavar="E", help="X-basis error rate (fraction)")
+    key.add_argument("--f", type=float, default=EC_EFFICIENCY_SEED,
+                     help="error-correction inefficiency (seed 001: 1.09)")
+    key.add_argument("--finite", action="store_true", help="also the finite-key length (Tomamichel et al. 2012)")
+    key.add_argument("--test-bits", type=int, metavar="K",
+                     help="X-basis bits that estimate the phase error (default: as many as --sifted)")
+    key.add_argument("--eps-sec", type=float, default=EPS_SEC_DEFAULT, help="secrecy parameter")
+    key.add_argument("--eps-cor", type=float, default=EPS_COR_DEFAULT, help="correctness parameter")
+    key.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -70,6 +85,32 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
     return EXIT_OK if result.accepted else EXIT_ACCEPTANCE_FAILED
 
 
+def _keyrate(args: argparse.Namespace, out: Console, err: Console) -> int:
+    checks = [("--sifted", args.sifted >= 0, "must be >= 0"),
+              ("--qber-z", 0 <= args.qber_z <= 0.5, "must be a fraction in [0, 0.5]"),
+              ("--qber-x", 0 <= args.qber_x <= 0.5, "must be a fraction in [0, 0.5]"),
+              ("--f", args.f >= 1, "must be >= 1"),
+              ("--test-bits", args.test_bits is None or args.test_bits >= 0, "must be >= 0"),
+              ("--eps-sec", 0 < args.eps_sec < 1, "must be in (0, 1)"),
+              ("--eps-cor", 0 < args.eps_cor < 1, "must be in (0, 1)")]
+    for flag, ok, rule in checks:
+        if not ok:
+            return _error(err, f"{flag} {rule}, got {getattr(args, flag[2:].replace('-', '_'))}")
+    result: dict[str, float | int] = {
+        "asymptotic_key_bits": asymptotic_secret_bits(args.sifted, args.qber_z, args.qber_x, args.f)}
+    if args.finite:
+        n_test = args.sifted if args.test_bits is None else args.test_bits
+        result["finite_key_bits"] = finite_key(
+            args.sifted, n_test, round(args.qber_x * n_test), estimated_leak_bits(args.sifted, args.qber_z, args.f),
+            eps_sec=args.eps_sec, eps_cor=args.eps_cor).key_bits
+    if args.json:
+        out.print(json.dumps(result), markup=False, highlight=False, soft_wrap=True)
+    else:
+        for name, value in result.items():
+            out.print(f"{name}: {value:,.0f}", markup=False, highlight=False)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out, err = Console(), Console(stderr=True)
@@ -80,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{scenario.fidelity}, {len(scenario.acceptance)} acceptance criteria)",
                       markup=False, highlight=False, soft_wrap=True)
             return EXIT_OK
+        if args.command == "keyrate":
+            return _keyrate(args, out, err)
         return _run(args, out, err)
     except ScenarioError as exc:
         return _error(err, str(exc))
