@@ -212,6 +212,7 @@ FAULT_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "phase_jump": ("node", "delta_rad"),
     "polarization_scramble": ("node",),
     "temperature_excursion": ("duration_s", "delta_c"),
+    "loss_step": ("node", "delta_db"),
 }
 FaultKind = Literal[tuple(FAULT_ARGUMENTS)]  # type: ignore[valid-type]
 
@@ -226,12 +227,13 @@ class FaultConfig(_Strict):
     duration_s: float | None = Field(None, gt=0)
     delta_rad: float | None = None
     delta_c: float | None = None
+    delta_db: float | None = Field(None, description="loss_step: lasting extra fibre loss, dB")
     buffer_rate_hz: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _arguments_of_kind(self) -> Self:
         wanted = FAULT_ARGUMENTS[self.kind]
-        given = {k for k in ("node", "device", "duration_s", "delta_rad", "delta_c", "buffer_rate_hz")
+        given = {k for k in ("node", "device", "duration_s", "delta_rad", "delta_c", "delta_db", "buffer_rate_hz")
                  if getattr(self, k) is not None}
         if missing := [k for k in wanted if k not in given]:
             raise ValueError(f"{self.kind} needs {', '.join(missing)}")

@@ -26,7 +26,7 @@ from emulators.tagger import EmulatedLinkTagger
 from emulators.world import PS_PER_S, World
 
 FAULT_KINDS = ("clock_unlock", "fibre_cut", "detector_warm_up", "tagger_overflow", "instrument_silent",
-               "phase_jump", "polarization_scramble", "temperature_excursion")
+               "phase_jump", "polarization_scramble", "temperature_excursion", "loss_step")
 
 
 class Silence:
@@ -118,6 +118,10 @@ class FaultInjector:
     def fibre_cut(self, node: str, duration_s: float) -> None:
         self._node(node).arm.cut(self.world.now_ps, round(duration_s * PS_PER_S))
         self._note(f"{node} fibre cut for {duration_s:g} s")
+
+    def loss_step(self, node: str, delta_db: float) -> None:
+        self._node(node).arm.add_loss(delta_db)
+        self._note(f"{node} fibre loss {delta_db:+g} dB")
 
     def detector_warm_up(self, node: str, duration_s: float) -> None:
         self._node(node).detectors.warm_up(duration_s)

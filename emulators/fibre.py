@@ -45,6 +45,11 @@ class FibreArm:
         """Fault: no light gets through during [start, start + duration)."""
         self._cut_ps = (start_ps, start_ps + duration_ps)
 
+    def add_loss(self, loss_db: float) -> None:
+        """Fault: a lasting extra loss from now on (a bent cable, a dirty connector), dB; negative undoes it."""
+        self.loss_db += loss_db
+        self.transmission = 10.0 ** (-self.loss_db / 10.0)
+
     def transmission_at(self, t_ps: int) -> float:
         start, end = self._cut_ps
         return 0.0 if start <= t_ps < end else self.transmission
