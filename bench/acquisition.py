@@ -35,7 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import ndtri_exp
 from scipy.stats import poisson
 
-from bench.sync import PS_PER_S, SyncAcquisitionFailed
+PS_PER_S = 1_000_000_000_000
+
+
+class SyncAcquisitionFailed(RuntimeError):
+    """No significant coincidence peak within the acquisition range after every attempt."""
+
 
 _UNIT_BITS = 4  # scan unit: 2⁴ = 16 ps
 _CENTRE = np.uint32(1 << 31)  # a difference of 0 sorts to the middle of uint32

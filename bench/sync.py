@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.acquisition import PS_PER_S, SyncAcquisitionFailed, acquire_offset
 from bench.coincidence import measure
 from bench.sifting import LinkChannels
 from drivers.interfaces.tagger import (
@@ -35,12 +36,6 @@ from drivers.interfaces.tagger import (
     TaggerConstraints,
     TimeTagger,
 )
-
-PS_PER_S = 1_000_000_000_000
-
-
-class SyncAcquisitionFailed(RuntimeError):
-    """No significant coincidence peak within the acquisition range after every attempt."""
 
 
 class SyncSettings(BaseModel):
@@ -213,8 +208,6 @@ class SyncTracker:
     async def _offset_from_tags_ps(self) -> float:
         """Δ to a few ps from raw Z tags (needs no input delays applied), predicted to the middle of the
         next ``acquisition_s``; each failed attempt doubles the integration, up to ``max_tags_s``."""
-        from bench.acquisition import acquire_offset  # bench.acquisition imports this module
-
         s = self.settings
         duration_s = s.acquisition_s
         for attempt in range(s.max_acquire_attempts):
