@@ -23,6 +23,7 @@ Knows only the phase-actuator driver contract and sifted tallies.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,11 +36,15 @@ class PhaseLockSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    enabled: bool = Field(True, description="run the lock in the stack")
+    node: Literal["alice", "bob"] = Field("bob", description="whose piezo the lock drives (the phase is A + B)")
     rad_per_v: float = Field(0.1, gt=0, description="piezo calibration, rad of phase per volt")
     dither_rad: float = Field(0.1, gt=0, lt=1.0, description="dither amplitude k·d, rad")
     bits_per_side: int = Field(20_000, ge=100, description="sifted X bits pooled at each dither side")
     gain: float = Field(0.7, gt=0, le=1, description="fraction of the estimated phase error corrected")
     range_margin_v: float = Field(5.0, ge=0, description="distance from the range limits that triggers a reset")
+    scan_steps: int = Field(8, ge=3, description="piezo positions per fringe in a recovery scan")
+    scan_bits_per_step: int = Field(2000, ge=100, description="sifted X bits pooled at each scan position")
 
 
 class PhaseLock:
@@ -59,11 +64,18 @@ class PhaseLock:
         return self.settings.dither_rad / self.settings.rad_per_v
 
     async def start(self) -> None:
-        """Lock around the piezo's present voltage (moved off the limits if needed)."""
+        """Lock around the piezo's present voltage; one too near a limit moves by whole fringes (the same
+        phase) towards mid-range, or, on a piezo with less than a fringe to spare, to the nearest usable."""
         limits = await self.actuator.constraints()
         v = (await self.actuator.status()).voltage_v
         margin = self.settings.range_margin_v + self.dither_v
-        self.centre_v = min(max(v, limits.min_voltage_v + margin), limits.max_voltage_v - margin)
+        lo, hi = limits.min_voltage_v + margin, limits.max_voltage_v - margin
+        fringe_v = 2 * math.pi / self.settings.rad_per_v
+        while v < lo and v + fringe_v <= hi:
+            v += fringe_v
+        while v > hi and v - fringe_v >= lo:
+            v -= fringe_v
+        self.centre_v = min(max(v, lo), hi)
         self._side = +1
         self._pooled = {+1: SiftedTally(), -1: SiftedTally()}
         await self.actuator.set_voltage(self.centre_v + self.dither_v)
@@ -104,3 +116,48 @@ class PhaseLock:
             centre -= round((centre - mid) / fringe_v) * fringe_v
             self.resets += 1
         self.centre_v = centre
+
+
+class FringeScan:
+    """Recovery when the lock has nothing to follow: after a phase jump near π the dither's slope sin δ
+    vanishes. Step the piezo across one fringe (2π/k) in ``scan_steps`` equal steps, pool
+    ``scan_bits_per_step`` sifted X bits at each, and leave it at the lowest QBERx; the best step is within
+    π/``scan_steps`` of the correlated state, which the dither lock then takes over from.
+    """
+
+    def __init__(self, actuator: PhaseActuator, settings: PhaseLockSettings) -> None:
+        self.actuator = actuator
+        self.settings = settings
+        self.voltages_v: list[float] = []
+        self.qber_x: list[float] = []
+        self._pooled = SiftedTally()
+
+    async def start(self) -> None:
+        s = self.settings
+        limits = await self.actuator.constraints()
+        fringe_v = 2 * math.pi / s.rad_per_v
+        first = min(max((await self.actuator.status()).voltage_v - fringe_v / 2, limits.min_voltage_v),
+                    limits.max_voltage_v - fringe_v)
+        if first < limits.min_voltage_v:
+            raise RuntimeError(f"{self.actuator.name}: piezo range shorter than one fringe ({fringe_v:g} V)")
+        self.voltages_v = [first + i * fringe_v / s.scan_steps for i in range(s.scan_steps)]
+        self.qber_x = []
+        self._pooled = SiftedTally()
+        await self.actuator.set_voltage(self.voltages_v[0])
+
+    def observe(self, tally: SiftedTally) -> None:
+        """Pool one acquisition's sifted bits, taken at the scan position last set."""
+        self._pooled += tally
+
+    async def step(self) -> float | None:
+        """Move on once this position has its bits; when the fringe is done, set and return the best voltage."""
+        if self._pooled.n_x < self.settings.scan_bits_per_step:
+            return None
+        self.qber_x.append(self._pooled.qber_x)
+        self._pooled = SiftedTally()
+        if len(self.qber_x) < len(self.voltages_v):
+            await self.actuator.set_voltage(self.voltages_v[len(self.qber_x)])
+            return None
+        best_v = self.voltages_v[min(range(len(self.qber_x)), key=self.qber_x.__getitem__)]
+        await self.actuator.set_voltage(best_v)
+        return best_v

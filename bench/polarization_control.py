@@ -34,6 +34,7 @@ class PolarizationControlSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    enabled: bool = Field(True, description="run one loop per node in the stack")
     update_s: float = Field(1.0, gt=0, description='counting time per step, s (seed 000: "1 Hz update")')
     rad_per_v: float = Field(1.0, gt=0, description="actuator calibration, rad of retardance per volt")
     initial_step_rad: float = Field(0.2, gt=0, description="first perturbation, rad")

@@ -30,6 +30,7 @@ class PumpControlSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    enabled: bool = Field(True, description="run the optimiser in the stack")
     target_qber_z: float = Field(0.043, gt=0, lt=0.11, description='seed 000: "optimal QBERz = 4.3%"')
     min_errors: int = Field(400, ge=10, description="Z errors pooled per estimate (≈5 % relative precision)")
     max_integration_s: float = Field(120.0, gt=0, description="longest pooling before a decision, s")

@@ -17,6 +17,7 @@ from bench.keyrate import qber_interval
 from bench.monitor import Monitor
 from bench.scenario import Bound
 from bench.stack import KeyTotals
+from bench.supervisor import Supervisor
 
 SYNC_ERROR_SERIES = "sync.offset_error_ps"  # truth − estimate of every tracked acquisition, ps
 
@@ -49,11 +50,12 @@ def sync_errors_ps(monitor: Monitor, truth_t_s: np.ndarray, truth_offset_ps: np.
     return offsets[nearest] - estimate
 
 
-def compute_metrics(totals: KeyTotals, monitor: Monitor, simulated_s: float) -> dict[str, float | int | None]:
+def compute_metrics(totals: KeyTotals, monitor: Monitor, supervisor: Supervisor,
+                    simulated_s: float) -> dict[str, float | int | None]:
     """The run's metrics; the sync error from ``SYNC_ERROR_SERIES`` (see :func:`score_sync`)."""
     tally = totals.tally
     sync_error = monitor.stats(SYNC_ERROR_SERIES)
-    restarts = sum(1 for _, text in monitor.events if text.startswith("sync lost"))
+    recoveries = [e.recovery_s for e in supervisor.episodes if e.link_level and e.recovery_s is not None]
     qz_low, qz_high = qber_interval(tally.errors_z, tally.n_z)  # 95 % Clopper–Pearson, pooled over the run
     qx_low, qx_high = qber_interval(tally.errors_x, tally.n_x)
     return {
@@ -64,8 +66,9 @@ def compute_metrics(totals: KeyTotals, monitor: Monitor, simulated_s: float) -> 
         "sync_offset_error_ps_rms": sync_error.rms if sync_error.count else None,
         "sync_offset_error_ps_max": sync_error.max_abs if sync_error.count else None,
         "availability": totals.key_time_s / simulated_s,
-        "automatic_restarts": restarts,
-        "manual_interventions": 0,
+        "automatic_restarts": supervisor.automatic_restarts,
+        "manual_interventions": supervisor.manual_interventions,
+        "worst_recovery_s": max(recoveries, default=None),
         # No error correction or privacy amplification yet: nothing is distilled, the secret key above is
         # the asymptotic estimate (see report["distillation"]).
         "key_bits_distilled": 0,

@@ -14,6 +14,7 @@ import simpy
 
 from bench.scenario import NodeConfig, Scenario
 from bench.sifting import LinkChannels
+from bench.stack import LinkDevices
 from drivers.interfaces import (
     DetectorSystem,
     FrequencyReference,
@@ -51,6 +52,11 @@ class Rig:
     total_loss_db: float
     emulator: EmulatedLinkTagger  # hidden truth: for reports and tests, never for the stack
     faults: FaultInjector  # hidden: the scenario's fault schedule and tests inject through it
+
+    def devices(self) -> LinkDevices:
+        """What the stack may talk to: the driver contracts only."""
+        return LinkDevices(self.tagger, self.channels, self.pump, self.phase_actuators, self.polarization,
+                           self.clocks, self.detectors)
 
     def sync_truth(self) -> tuple[np.ndarray, np.ndarray]:
         """(mid-acquisition time in s, true mean Alice–Bob offset in ps) of the acquisitions in the emulator's

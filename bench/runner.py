@@ -37,7 +37,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, seed: int | None = None, 
     rig = build_emulated_rig(scenario, seed)
     monitor = Monitor() if monitor is None else monitor
     score_sync(monitor, rig.emulator.true_offset_ps)
-    stack = LinkStack(rig.tagger, rig.channels, scenario.stack, monitor)
+    stack = LinkStack(rig.devices(), scenario.stack, monitor)
     display = Progress(console, monitor, duration_s) if (progress and console is not None) else None
 
     async def main() -> None:
@@ -51,7 +51,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, seed: int | None = None, 
     vtime.run(main(), rig.env)
     wall_s = vtime.wall_clock_s() - wall0
 
-    metrics = compute_metrics(stack.totals, monitor, duration_s)
+    metrics = compute_metrics(stack.totals, monitor, stack.supervisor, duration_s)
     report = {
         "scenario": scenario.name,
         "seed": seed,
@@ -68,5 +68,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, seed: int | None = None, 
         },
         "link": {"total_loss_db": rig.total_loss_db},
         "events": [{"t_s": t, "event": text} for t, text in monitor.events],
+        "fault_episodes": [e.as_dict() for e in stack.supervisor.episodes],
+        "injected_faults": [{"t_s": t, "fault": text} for t, text in rig.faults.log],
     }
     return RunResult(report, write_report(out_dir, report), monitor)

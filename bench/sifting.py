@@ -58,6 +58,10 @@ class SiftedTally:
         return SiftedTally(self.n_z + other.n_z, self.errors_z + other.errors_z,
                            self.n_x + other.n_x, self.errors_x + other.errors_x)
 
+    def __sub__(self, other: SiftedTally) -> SiftedTally:
+        return SiftedTally(self.n_z - other.n_z, self.errors_z - other.errors_z,
+                           self.n_x - other.n_x, self.errors_x - other.errors_x)
+
     @property
     def qber_z(self) -> float:
         return self.errors_z / self.n_z if self.n_z else float("nan")

@@ -1,26 +1,56 @@
-"""The first control and key-estimation stack of one link: sync, sifting, QBER and asymptotic key.
+"""The control and key-estimation stack of one link, run by its supervisor.
 
-Every ``acquisition_s`` the tagger integrates one fine correlation histogram (for sync) and the
-time-bin-resolved coincidences (for key) over the same interval (or, on a tagger without on-device
-measurements, the stack counts both from the interval's raw tags: :class:`bench.sync.Readout`). While
-sync is locked the coincidences are sifted and tallied, unless that acquisition's own peak was too weak
-to confirm the window; every ``key_block_s`` of tallied time closes a key block whose secret length is
-the asymptotic R = N_z[1 − f·h(E_z) − h(E_x)]. While sync is not locked no key is counted and the stack
-reacquires. Knows only the driver contracts and the event loop's clock.
+Every ``acquisition_s`` the tagger integrates one fine correlation histogram (for sync), the
+time-bin-resolved coincidences (for key) and every channel's count rate over the same interval (or, on a
+tagger without on-device measurements, the stack counts them from the interval's raw tags:
+:class:`bench.sync.Readout`). From each acquisition the stack
+
+- tracks the offset (:mod:`bench.sync`) and sifts the coincidences;
+- feeds the control loops: pump optimisation (:mod:`bench.pump_control`), the phase lock
+  (:mod:`bench.phase_lock`) and one polarization loop per node (:mod:`bench.polarization_control`);
+- reads the fault signals — a node's counts vanish, the sync peak fades, a QBER climbs, the tagger
+  overflows, an instrument stops answering — and lets the :class:`bench.supervisor.Supervisor` book the
+  episode while it takes the recovery action;
+- in key mode, tallies the sifted bits into key blocks whose secret length is the asymptotic
+  R = N_z[1 − f·h(E_z) − h(E_x)].
+
+Every ``supervisor.status_poll_s`` it also asks each instrument for its status: a clock that reports loss
+of lock, or an instrument that does not answer, is an episode of its own. Knows only the driver contracts
+and the event loop's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.keyrate import asymptotic_secret_bits
 from bench.monitor import Monitor
+from bench.phase_lock import FringeScan, PhaseLock, PhaseLockSettings
+from bench.polarization_control import PolarizationControlSettings, PolarizationLoop
+from bench.pump_control import PumpControlSettings, PumpOptimiser
 from bench.sifting import LinkChannels, SiftedTally, sift
+from bench.supervisor import Mode, Supervisor, SupervisorSettings
 from bench.sync import PS_PER_S, SyncAcquisitionFailed, SyncSettings, SyncTracker
-from drivers.interfaces.tagger import AcquisitionRequest, TimeTagger
+from drivers.errors import DeviceTimeout, DriverError
+from drivers.interfaces import (
+    AcquisitionRequest,
+    CoolingState,
+    DetectorSystem,
+    FrequencyReference,
+    PhaseActuator,
+    PolarizationController,
+    PumpLaser,
+    TimeTagger,
+)
+
+T = TypeVar("T")
+MAX_RETRY_S = 60.0  # longest back-off between two calls to an instrument that keeps failing
 
 
 class StackSettings(BaseModel):
@@ -36,6 +66,10 @@ class StackSettings(BaseModel):
     key_block_s: float = Field(10.0, gt=0, description="locked time per key block, s")
     reacquire_backoff_s: float = Field(1.0, ge=0, description="pause after a failed sync acquisition, s")
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    pump: PumpControlSettings = Field(default_factory=PumpControlSettings)
+    phase_lock: PhaseLockSettings = Field(default_factory=PhaseLockSettings)
+    polarization: PolarizationControlSettings = Field(default_factory=PolarizationControlSettings)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @model_validator(mode="after")
     def _window_fits_in_a_slot(self) -> StackSettings:
@@ -45,67 +79,341 @@ class StackSettings(BaseModel):
         return self
 
 
+@dataclass(frozen=True)
+class LinkDevices:
+    """The driver contracts of one link, by node where a device belongs to one (the wiring fills it)."""
+
+    tagger: TimeTagger
+    channels: LinkChannels
+    pump: PumpLaser | None = None
+    phase_actuators: Mapping[str, PhaseActuator] = field(default_factory=dict)
+    polarization: Mapping[str, PolarizationController] = field(default_factory=dict)
+    clocks: Mapping[str, FrequencyReference] = field(default_factory=dict)
+    detectors: Mapping[str, DetectorSystem] = field(default_factory=dict)
+
+    def node_channels(self) -> dict[str, tuple[int, int, int]]:
+        c = self.channels
+        return {"alice": (c.alice_z, c.alice_x_plus, c.alice_x_minus), "bob": c.bob}
+
+
 @dataclass
 class KeyTotals:
     tally: SiftedTally = field(default_factory=SiftedTally)
     secret_bits: float = 0.0
-    key_time_s: float = 0.0  # time spent generating key (sync locked)
+    key_time_s: float = 0.0  # time spent generating key
     blocks: int = 0
 
 
+class RollingTally:
+    """The latest sifted bits: at least ``bits`` per basis once that many arrived, and not many more."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self._parts: deque[SiftedTally] = deque()
+        self.total = SiftedTally()
+
+    def add(self, tally: SiftedTally) -> None:
+        self._parts.append(tally)
+        self.total += tally
+        while len(self._parts) > 1:
+            rest = self.total - self._parts[0]
+            if rest.n_z < self.bits or rest.n_x < self.bits:
+                break
+            self.total = rest
+            self._parts.popleft()
+
+    @property
+    def full(self) -> bool:
+        return self.total.n_z >= self.bits and self.total.n_x >= self.bits
+
+    def clear(self) -> None:
+        self._parts.clear()
+        self.total = SiftedTally()
+
+
 class LinkStack:
-    def __init__(self, tagger: TimeTagger, channels: LinkChannels, settings: StackSettings,
-                 monitor: Monitor) -> None:
-        self.tagger = tagger
-        self.channels = channels
+    def __init__(self, devices: LinkDevices, settings: StackSettings, monitor: Monitor) -> None:
+        self.devices = devices
+        self.tagger = devices.tagger
+        self.channels = devices.channels
         self.settings = settings
         self.monitor = monitor
-        self.sync = SyncTracker(tagger, channels, settings.sync)
+        self.supervisor = Supervisor(settings.supervisor, monitor)
+        self.sync = SyncTracker(devices.tagger, devices.channels, settings.sync)
         self.totals = KeyTotals()
         self._block = SiftedTally()
         self._block_time_s = 0.0
+        self._node_channels = devices.node_channels()
+        self._reference_hz: dict[str, float] = {}
+        self._rolling = RollingTally(settings.supervisor.qber_window_bits)
+        self._healthy_s = 0.0
+        self._backoff: dict[str, tuple[float, float]] = {}  # device → (next try at, current back-off), s
+        self._next_poll_s = 0.0
+        self._offline: dict[str, bool] = {}  # node → its detector rack reported not cold at the last poll
+        s = settings
+        self.pump = PumpOptimiser(devices.pump, s.pump) if devices.pump is not None and s.pump.enabled else None
+        actuator = devices.phase_actuators.get(s.phase_lock.node)
+        self.phase_lock = PhaseLock(actuator, s.phase_lock) if actuator is not None and s.phase_lock.enabled else None
+        self.scan: FringeScan | None = None
+        self.polarization = ({n: PolarizationLoop(c, s.polarization) for n, c in devices.polarization.items()}
+                             if s.polarization.enabled else {})
+        self._pol_counts = dict.fromkeys(self.polarization, 0.0)
+        self._pol_s = 0.0
+        self._pump_quiet_s = 0.0  # time since the pump last moved, s
+        spec = devices.channels.coincidence_spec(s.coincidence_window_ps, s.time_bin_ps)
+        self._request = AcquisitionRequest(
+            round(s.sync.acquisition_s * PS_PER_S), histograms=(self.sync.fine_spec,), coincidences=spec,
+            count_channels=tuple(ch for chs in self._node_channels.values() for ch in chs))
+
+    @property
+    def mode(self) -> Mode:
+        return self.supervisor.mode
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     async def run(self, until_s: float) -> None:
         """Run until loop time ``until_s`` (no acquisition is started that would end after it)."""
-        loop = asyncio.get_running_loop()
-        s = self.settings
-        acq_s = s.sync.acquisition_s
-        spec = self.channels.coincidence_spec(s.coincidence_window_ps, s.time_bin_ps)
-        request = AcquisitionRequest(round(acq_s * PS_PER_S), histograms=(self.sync.fine_spec,),
-                                     coincidences=spec)
-        while loop.time() + acq_s <= until_s:
-            if not self.sync.locked:
-                await self._acquire_sync(loop)
-                continue
-            await self.sync.compensate(self.sync.predict_ps(loop.time() + acq_s / 2))
-            acq = await self.sync.readout.acquire(request)
-            t_mid = loop.time() - acq_s / 2
-            offset_ps = self.sync.update(acq.histograms[0], t_mid)
-            assert self.sync.last_fit is not None
-            self.monitor.record("sync.significance", t_mid, self.sync.last_fit.significance)
-            if not self.sync.locked:
-                self.monitor.event(loop.time(), "sync lost")
-                continue
-            if offset_ps is None:  # peak too weak to vouch for the window: no key from this acquisition
-                continue
-            self.monitor.record("sync.offset_ps", t_mid, offset_ps)
-            assert acq.coincidences is not None
-            self._block = self._block + sift(acq.coincidences)
-            self._block_time_s += acq_s
-            if self._block_time_s >= s.key_block_s - 1e-9:
-                self._close_block(loop.time())
-        self._close_block(loop.time())
+        acq_s = self.settings.sync.acquisition_s
+        while self._now() + acq_s <= until_s:
+            self.supervisor.check_budget(self._now())
+            try:
+                if self.mode is Mode.BOOT:
+                    await self._boot()
+                    continue
+                if self._now() >= self._next_poll_s:
+                    await self._poll()
+                if not self.sync.locked:
+                    await self._acquire_sync()
+                else:
+                    await self._cycle()
+            except DriverError as exc:  # the tagger: without it there is no link
+                self._device_failed(exc, link_level=True)
+                self.supervisor.enter(Mode.DEGRADED, self._now(), str(exc))
+                await asyncio.sleep(self.settings.supervisor.retry_s)
+        self._close_block(self._now())
 
-    async def _acquire_sync(self, loop: asyncio.AbstractEventLoop) -> None:
+    # -- instruments --------------------------------------------------------------------------
+    def _device_failed(self, exc: DriverError, link_level: bool) -> None:
+        now = self._now()
+        _, backoff = self._backoff.get(exc.device, (0.0, self.settings.supervisor.retry_s / 2))
+        backoff = min(2 * backoff, MAX_RETRY_S)
+        self._backoff[exc.device] = (now + backoff, backoff)
+        what = "not answering" if isinstance(exc, DeviceTimeout) else f"error: {exc.detail}"
+        self.supervisor.fault(now, f"{exc.device} failing", f"{exc.device} {what}",
+                              "retry with back-off", link_level=link_level)
+
+    def _device_ok(self, device: str) -> None:
+        if self._backoff.pop(device, None) is not None:
+            self.supervisor.clear(self._now(), f"{device} failing")
+
+    async def _call(self, device: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call()`` unless ``device`` is backing off; a driver error opens its episode and returns None."""
+        if self._now() < self._backoff.get(device, (0.0, 0.0))[0]:
+            return None
+        try:
+            result = await call()
+        except DriverError as exc:
+            self._device_failed(exc, link_level=False)
+            return None
+        self._device_ok(device)
+        return result
+
+    async def _boot(self) -> None:
+        """Ask every instrument who it is; start the loops that keep their own state."""
+        await self.tagger.constraints()
+        self._device_ok(self.tagger.name)
+        await self._poll()
+        if self.phase_lock is not None:
+            await self._call(self.phase_lock.actuator.name, self.phase_lock.start)
+        for loop in self.polarization.values():
+            await self._call(loop.controller.name, loop.start)
+        self.supervisor.enter(Mode.ACQUIRE, self._now(), "instruments answered")
+
+    async def _poll(self) -> None:
+        """Heartbeat of every instrument but the tagger; clock lock and detector state from their status."""
+        now = self._now()
+        self._next_poll_s = now + self.settings.supervisor.status_poll_s
+        d = self.devices
+        for node, clock in d.clocks.items():
+            status = await self._call(clock.name, clock.status)
+            if status is None:
+                continue
+            key = f"{clock.name} unlocked"
+            if not status.locked:
+                self.supervisor.fault(now, key, f"{node} clock unlocked", "track in software until it relocks",
+                                      link_level=False)
+            else:
+                self.supervisor.clear(now, key)
+        for node, rack in d.detectors.items():
+            detectors = await self._call(rack.name, rack.status)
+            if detectors is not None:
+                self._offline[node] = detectors.state is not CoolingState.COLD
+        others = [d.pump] if d.pump is not None else []
+        others += [*d.phase_actuators.values(), *d.polarization.values()]
+        for device in others:
+            await self._call(device.name, device.status)
+
+    # -- sync ---------------------------------------------------------------------------------
+    async def _acquire_sync(self) -> None:
+        self.supervisor.enter(Mode.ACQUIRE, self._now())
         try:
             fit = await self.sync.acquire()
         except SyncAcquisitionFailed as exc:
-            self.monitor.event(loop.time(), f"sync acquisition failed: {exc}")
+            self.monitor.event(self._now(), f"sync acquisition failed: {exc}")
             await asyncio.sleep(self.settings.reacquire_backoff_s)
             return
-        self.monitor.event(loop.time(), f"sync acquired: offset {self.sync.estimate_ps:.1f} ps, "
+        self.monitor.event(self._now(), f"sync acquired: offset {self.sync.estimate_ps:.1f} ps, "
                                         f"{fit.significance:.0f} σ")
+        self._rolling.clear()
+        self._healthy_s = 0.0
+        self.supervisor.enter(Mode.ALIGN, self._now(), "sync acquired")
 
+    # -- one acquisition ----------------------------------------------------------------------
+    async def _cycle(self) -> None:
+        s = self.settings
+        acq_s = s.sync.acquisition_s
+        await self.sync.compensate(self.sync.predict_ps(self._now() + acq_s / 2))
+        acq = await self.sync.readout.acquire(self._request)
+        self._backoff.pop(self.tagger.name, None)
+        t = self._now()
+        t_mid = t - acq_s / 2
+        rates = {node: sum(acq.count_rates_hz.get(ch, 0.0) for ch in chs)
+                 for node, chs in self._node_channels.items()}
+        if not self._counts_present(t, rates):
+            self.supervisor.enter(Mode.DEGRADED, t, "counts lost")
+            return
+        offset_ps = self.sync.update(acq.histograms[0], t_mid)
+        assert self.sync.last_fit is not None
+        self.monitor.record("sync.significance", t_mid, self.sync.last_fit.significance)
+        if not self.sync.locked:
+            self.supervisor.fault(t, "sync", "sync lost (peak faded with counts present)", "reacquire")
+            return
+        if acq.overflow:
+            self.supervisor.fault(t, "overflow", "tagger overflow", "discard acquisitions until it clears")
+            self.supervisor.enter(Mode.DEGRADED, t, "tagger overflow")
+            return
+        if offset_ps is None:  # this peak too weak to vouch for the window: no key, no loop input
+            return
+        self.monitor.record("sync.offset_ps", t_mid, offset_ps)
+        assert acq.coincidences is not None
+        tally = sift(acq.coincidences)
+        self._rolling.add(tally)
+        await self._run_loops(tally, rates, acq_s)
+        if self.scan is not None or not await self._qber_healthy(t):
+            return
+        if self.mode is not Mode.KEY:
+            self._healthy_s += acq_s
+            if self._healthy_s < s.supervisor.align_s - 1e-9:
+                self.supervisor.enter(Mode.ALIGN, t)
+                return
+            self.supervisor.enter(Mode.KEY, t, "QBERs within limits")
+            self.supervisor.clear_link_faults(t)
+        self._block = self._block + tally
+        self._block_time_s += acq_s
+        if self._block_time_s >= s.key_block_s - 1e-9:
+            self._close_block(t)
+
+    def _counts_present(self, t: float, rates: dict[str, float]) -> bool:
+        """Open or clear each node's 'counts lost' episode; keep the reference rates (updated in key mode)."""
+        sup = self.settings.supervisor
+        present = True
+        for node, rate in rates.items():
+            reference = self._reference_hz.get(node)
+            key = f"counts lost at {node}"
+            if reference is None:
+                continue
+            if self.supervisor.is_open(key):
+                lost = rate < sup.counts_back_fraction * reference
+            else:
+                lost = rate < sup.counts_lost_fraction * reference
+            if lost:
+                cause = "detectors offline (cryocooler cycle or warm-up)" if self._offline.get(node) else \
+                    "fibre, source or detectors"
+                self.supervisor.fault(t, key, f"counts lost at {node}: {cause}", "wait for counts; hold sync")
+                present = False
+        if present and self.mode is Mode.KEY:
+            weight = min(1.0, self.settings.sync.acquisition_s / sup.reference_tau_s)
+            for node, rate in rates.items():
+                self._reference_hz[node] += weight * (rate - self._reference_hz[node])
+        elif present and not self._reference_hz:
+            self._reference_hz = dict(rates)
+        return present
+
+    async def _qber_healthy(self, t: float) -> bool:
+        """Check the rolling QBERs; start the recovery a climbing one calls for."""
+        sup = self.settings.supervisor
+        if not self._rolling.full:
+            return self.mode is Mode.KEY  # not enough bits to judge: key mode goes on, align waits
+        q = self._rolling.total
+        if q.qber_x > sup.qber_x_max:
+            diagnosis = f"QBERx {q.qber_x:.1%} above {sup.qber_x_max:.0%}"
+            if self.phase_lock is None:
+                self.supervisor.fault(t, "qber_x", diagnosis, "wait (no phase lock)")
+                self.supervisor.enter(Mode.DEGRADED, t, "QBERx high")
+                return False
+            scan = FringeScan(self.phase_lock.actuator, self.settings.phase_lock)
+            await self._call(scan.actuator.name, scan.start)
+            if scan.voltages_v:  # started (else the piezo is failing and its episode is open)
+                self.scan = scan
+                self._rolling.clear()
+                self.supervisor.fault(t, "qber_x", diagnosis, "scan the fringe, then relock")
+                self.supervisor.enter(Mode.RECOVERING, t, "fringe scan")
+            return False
+        if q.qber_z > sup.qber_z_max:
+            self.supervisor.fault(t, "qber_z", f"QBERz {q.qber_z:.1%} above {sup.qber_z_max:.0%}",
+                                  "pump optimiser lowers the pump" if self.pump is not None else "wait")
+            self.supervisor.enter(Mode.DEGRADED, t, "QBERz high")
+            return False
+        return True
+
+    # -- control loops ------------------------------------------------------------------------
+    async def _run_loops(self, tally: SiftedTally, rates: dict[str, float], acq_s: float) -> None:
+        t = self._now()
+        if self.pump is not None:
+            self.pump.observe(tally, acq_s)
+            power = await self._call(self.pump.pump.name, self.pump.step)
+            self._pump_quiet_s += acq_s
+            if power is not None:
+                self._pump_quiet_s = 0.0
+                self.monitor.record("pump.power_mw", t, power)
+        if self.scan is not None:
+            await self._scan_step(tally)
+        elif self.phase_lock is not None and self.phase_lock.centre_v is not None:
+            self.phase_lock.observe(tally)
+            await self._call(self.phase_lock.actuator.name, self.phase_lock.step)
+        if self.polarization:
+            await self._polarization_step(rates, acq_s)
+
+    async def _scan_step(self, tally: SiftedTally) -> None:
+        assert self.scan is not None and self.phase_lock is not None
+        name = self.scan.actuator.name
+        self.scan.observe(tally)
+        best_v = await self._call(name, self.scan.step)
+        if best_v is not None:
+            self.monitor.event(self._now(), f"fringe scan done: piezo at {best_v:.1f} V, QBERx "
+                                            f"{min(self.scan.qber_x):.1%}")
+            self.scan = None
+            await self._call(name, self.phase_lock.start)
+            self._rolling.clear()
+            self._healthy_s = 0.0
+
+    async def _polarization_step(self, rates: dict[str, float], acq_s: float) -> None:
+        """Pool each node's counts for ``update_s``, then step its loop (skipped while the pump settles)."""
+        for node in self.polarization:
+            self._pol_counts[node] += rates[node] * acq_s
+        self._pol_s += acq_s
+        if self._pol_s < self.settings.polarization.update_s - 1e-9:
+            return
+        pump_settled = self._pump_quiet_s >= 2 * self._pol_s  # its counts not moved by a pump change
+        for node, loop in self.polarization.items():
+            if pump_settled:
+                await self._call(loop.controller.name, lambda loop=loop, n=node: loop.update(self._pol_counts[n]))
+            self.monitor.record(f"polarization.counts_hz.{node}", self._now(), self._pol_counts[node] / self._pol_s)
+        self._pol_counts = dict.fromkeys(self.polarization, 0.0)
+        self._pol_s = 0.0
+
+    # -- key ----------------------------------------------------------------------------------
     def _close_block(self, t_s: float) -> None:
         block, duration_s = self._block, self._block_time_s
         if duration_s <= 0 or block.n_z == 0:

@@ -354,4 +354,4 @@ def test_run_at_pairs_and_tags_fidelity(fidelity: str, until: str, tmp_path: Pat
     assert report["fidelity"] == fidelity
     assert report["simulated_s"] == pytest.approx(float(until))
     assert 0.03 <= report["metrics"]["qber_z_mean"] <= 0.06  # the shipped calibration, whatever the fidelity
-    assert report["events"][0]["event"].startswith("sync acquired")
+    assert any(e["event"].startswith("sync acquired") for e in report["events"])

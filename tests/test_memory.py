@@ -17,7 +17,7 @@ from emulators.tagger import TRUTH_LOG_LENGTH
 
 def _run_stack(rig: Rig, smoke: Scenario, monitor: Monitor, seconds: float) -> None:
     score_sync(monitor, rig.emulator.true_offset_ps)
-    stack = LinkStack(rig.tagger, rig.channels, smoke.stack, monitor)
+    stack = LinkStack(rig.devices(), smoke.stack, monitor)
 
     async def main() -> None:
         await stack.run(until_s=seconds)
