@@ -149,6 +149,8 @@ class LinkStack:
         self._healthy_s = 0.0
         self._backoff: dict[str, tuple[float, float]] = {}  # device → (next try at, current back-off), s
         self._next_poll_s = 0.0
+        self._ratio_ref: dict[str, float] = {}  # node → its count rate over the other node's, reference
+        self._ratio_now: dict[str, float] = {}  # ... and smoothed over a few seconds
         self._offline: dict[str, bool] = {}  # node → its detector rack reported not cold at the last poll
         s = settings
         self.pump = PumpOptimiser(devices.pump, s.pump) if devices.pump is not None and s.pump.enabled else None
@@ -207,8 +209,9 @@ class LinkStack:
         if self._backoff.pop(device, None) is not None:
             self.supervisor.clear(self._now(), f"{device} failing")
 
-    async def _call(self, device: str, call: Callable[[], Awaitable[T]]) -> T | None:
-        """``call()`` unless ``device`` is backing off; a driver error opens its episode and returns None."""
+    async def _call(self, device: str, call: Callable[[], Awaitable[T]], *, probe: bool = False) -> T | None:
+        """``call()`` unless ``device`` is backing off; a driver error opens its episode and returns None.
+        Only a ``probe`` (a call that surely reaches the device, e.g. its status) closes the episode."""
         if self._now() < self._backoff.get(device, (0.0, 0.0))[0]:
             return None
         try:
@@ -216,7 +219,8 @@ class LinkStack:
         except DriverError as exc:
             self._device_failed(exc, link_level=False)
             return None
-        self._device_ok(device)
+        if probe:
+            self._device_ok(device)
         return result
 
     async def _boot(self) -> None:
@@ -236,7 +240,7 @@ class LinkStack:
         self._next_poll_s = now + self.settings.supervisor.status_poll_s
         d = self.devices
         for node, clock in d.clocks.items():
-            status = await self._call(clock.name, clock.status)
+            status = await self._call(clock.name, clock.status, probe=True)
             if status is None:
                 continue
             key = f"{clock.name} unlocked"
@@ -246,13 +250,13 @@ class LinkStack:
             else:
                 self.supervisor.clear(now, key)
         for node, rack in d.detectors.items():
-            detectors = await self._call(rack.name, rack.status)
+            detectors = await self._call(rack.name, rack.status, probe=True)
             if detectors is not None:
                 self._offline[node] = detectors.state is not CoolingState.COLD
         others = [d.pump] if d.pump is not None else []
         others += [*d.phase_actuators.values(), *d.polarization.values()]
         for device in others:
-            await self._call(device.name, device.status)
+            await self._call(device.name, device.status, probe=True)
 
     # -- sync ---------------------------------------------------------------------------------
     async def _acquire_sync(self) -> None:
@@ -280,9 +284,10 @@ class LinkStack:
         t_mid = t - acq_s / 2
         rates = {node: sum(acq.count_rates_hz.get(ch, 0.0) for ch in chs)
                  for node, chs in self._node_channels.items()}
-        if not self._counts_present(t, rates):
+        if not await self._counts_present(t, rates):
             self.supervisor.enter(Mode.DEGRADED, t, "counts lost")
             return
+        self._check_efficiency(t, rates)
         offset_ps = self.sync.update(acq.histograms[0], t_mid)
         assert self.sync.last_fit is not None
         self.monitor.record("sync.significance", t_mid, self.sync.last_fit.significance)
@@ -314,7 +319,7 @@ class LinkStack:
         if self._block_time_s >= s.key_block_s - 1e-9:
             self._close_block(t)
 
-    def _counts_present(self, t: float, rates: dict[str, float]) -> bool:
+    async def _counts_present(self, t: float, rates: dict[str, float]) -> bool:
         """Open or clear each node's 'counts lost' episode; keep the reference rates (updated in key mode)."""
         sup = self.settings.supervisor
         present = True
@@ -328,6 +333,10 @@ class LinkStack:
             else:
                 lost = rate < sup.counts_lost_fraction * reference
             if lost:
+                rack = self.devices.detectors.get(node)
+                if rack is not None and not self.supervisor.is_open(key):  # ask the rack why, once
+                    status = await self._call(rack.name, rack.status, probe=True)
+                    self._offline[node] = status is not None and status.state is not CoolingState.COLD
                 cause = "detectors offline (cryocooler cycle or warm-up)" if self._offline.get(node) else \
                     "fibre, source or detectors"
                 self.supervisor.fault(t, key, f"counts lost at {node}: {cause}", "wait for counts; hold sync")
@@ -340,12 +349,49 @@ class LinkStack:
             self._reference_hz = dict(rates)
         return present
 
+    def _check_efficiency(self, t: float, rates: dict[str, float]) -> None:
+        """Each node's count rate relative to the other's (the pump cancels out): a drop is its detection
+        efficiency (polarization) or its arm's transmission, an episode of its own while the link keeps going."""
+        sup = self.settings.supervisor
+        if min(rates.values()) <= 0:
+            return
+        smooth = min(1.0, self.settings.sync.acquisition_s / 2.0)
+        for node, other in (("alice", "bob"), ("bob", "alice")):
+            if node not in rates or other not in rates:
+                continue
+            ratio = rates[node] / rates[other]
+            now = self._ratio_now[node] = self._ratio_now.get(node, ratio) + smooth * (
+                ratio - self._ratio_now.get(node, ratio))
+            reference = self._ratio_ref.setdefault(node, now)
+            drop = 1.0 - now / reference
+            key = f"efficiency drop at {node}"
+            if self.supervisor.is_open(key):
+                started = self.supervisor.episode(key).start_s
+                if drop <= sup.efficiency_back_fraction:
+                    self.supervisor.clear(t, key)
+                elif t - started >= sup.efficiency_settle_s:
+                    self.monitor.event(t, f"{node}: count rate settled {drop:.1%} below its old reference; "
+                                          "taken as the new level")
+                    self._ratio_ref[node] = now
+                    self.supervisor.clear(t, key)
+            elif drop > sup.efficiency_drop_fraction:
+                self.supervisor.fault(t, key, f"detection efficiency or transmission at {node} down {drop:.0%}",
+                                      "polarization loop re-aligns", link_level=False)
+            elif self.mode is Mode.KEY:
+                weight = min(1.0, self.settings.sync.acquisition_s / sup.reference_tau_s)
+                self._ratio_ref[node] = reference + weight * (now - reference)
+
     async def _qber_healthy(self, t: float) -> bool:
         """Check the rolling QBERs; start the recovery a climbing one calls for."""
         sup = self.settings.supervisor
         if not self._rolling.full:
             return self.mode is Mode.KEY  # not enough bits to judge: key mode goes on, align waits
         q = self._rolling.total
+        if q.qber_z > sup.qber_z_max:  # accidentals or timing: both bases suffer, the phase is not to blame
+            self.supervisor.fault(t, "qber_z", f"QBERz {q.qber_z:.1%} above {sup.qber_z_max:.0%}",
+                                  "pump optimiser lowers the pump" if self.pump is not None else "wait")
+            self.supervisor.enter(Mode.DEGRADED, t, "QBERz high")
+            return False
         if q.qber_x > sup.qber_x_max:
             diagnosis = f"QBERx {q.qber_x:.1%} above {sup.qber_x_max:.0%}"
             if self.phase_lock is None:
@@ -359,11 +405,6 @@ class LinkStack:
                 self._rolling.clear()
                 self.supervisor.fault(t, "qber_x", diagnosis, "scan the fringe, then relock")
                 self.supervisor.enter(Mode.RECOVERING, t, "fringe scan")
-            return False
-        if q.qber_z > sup.qber_z_max:
-            self.supervisor.fault(t, "qber_z", f"QBERz {q.qber_z:.1%} above {sup.qber_z_max:.0%}",
-                                  "pump optimiser lowers the pump" if self.pump is not None else "wait")
-            self.supervisor.enter(Mode.DEGRADED, t, "QBERz high")
             return False
         return True
 

@@ -49,6 +49,12 @@ class SupervisorSettings(BaseModel):
         "a node's count rate below this fraction of its running reference means its counts vanished"))
     counts_back_fraction: float = Field(0.5, gt=0, le=1, description="counts are back above this fraction")
     reference_tau_s: float = Field(60.0, gt=0, description="time constant of the count-rate reference, s")
+    efficiency_drop_fraction: float = Field(0.03, gt=0, lt=1, description=(
+        "a node's count rate relative to the other's this far below its reference: its detection efficiency"
+        " (polarization) or transmission dropped"))
+    efficiency_back_fraction: float = Field(0.01, gt=0, lt=1, description="recovered within this of the reference")
+    efficiency_settle_s: float = Field(600.0, gt=0, description=(
+        "an efficiency drop that lasts this long is taken as the new level (e.g. a lasting loss step), s"))
     qber_window_bits: int = Field(4000, ge=100, description="sifted bits per basis in the rolling QBER check")
     qber_z_max: float = Field(0.08, gt=0, lt=0.5, description="QBERz above this is a fault")
     qber_x_max: float = Field(0.08, gt=0, lt=0.5, description="QBERx above this is a fault")
@@ -113,6 +119,10 @@ class Supervisor:
 
     def is_open(self, key: str) -> bool:
         return key in self._open
+
+    def episode(self, key: str) -> Episode:
+        """The open episode ``key``."""
+        return self._open[key]
 
     @property
     def open_link_faults(self) -> list[Episode]:
