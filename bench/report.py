@@ -89,7 +89,7 @@ def evaluate(acceptance: dict[str, Bound], metrics: dict[str, Any]) -> dict[str,
     for name, bound in acceptance.items():
         value = metrics.get(name)
         passed = value is not None and not (isinstance(value, float) and math.isnan(value)) and bound.holds(value)
-        result[name] = {"value": value, "bound": bound.model_dump(exclude_none=True), "passed": passed}
+        result[name] = {"value": value, "bound": bound.model_dump(exclude_none=True), "passed": bool(passed)}
     return result
 
 

@@ -51,6 +51,8 @@ from drivers.interfaces import (
 
 T = TypeVar("T")
 MAX_RETRY_S = 60.0  # longest back-off between two calls to an instrument that keeps failing
+EFFICIENCY_SMOOTHING_S = 4.0  # count-rate ratios are smoothed over this before a drop is called (an
+# actuator wrapping by a turn dips the rate for ~2 s: the polarization loop's business, not an episode)
 
 
 class StackSettings(BaseModel):
@@ -355,7 +357,7 @@ class LinkStack:
         sup = self.settings.supervisor
         if min(rates.values()) <= 0:
             return
-        smooth = min(1.0, self.settings.sync.acquisition_s / 2.0)
+        smooth = min(1.0, self.settings.sync.acquisition_s / EFFICIENCY_SMOOTHING_S)
         for node, other in (("alice", "bob"), ("bob", "alice")):
             if node not in rates or other not in rates:
                 continue

@@ -19,6 +19,7 @@ sees float seconds (``loop.time()``), which is precise to ~0.2 ns after 325 h â€
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import selectors
 import time
@@ -181,15 +182,41 @@ class _Supervisor:
             self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
+PACE_S = 0.002  # on the wall clock, how often the SimPy environment is brought up to the present
+
+
+async def _paced(main: Coroutine[Any, Any, T], env: simpy.Environment) -> T:
+    """``main`` on the wall clock with ``env`` kept in step: every ``PACE_S`` the SimPy events due by now run
+    (emulated devices then answer in real time, late by at most ``PACE_S`` plus the loop's own latency)."""
+    loop = asyncio.get_running_loop()
+    t0_s, t0_ps = loop.time(), env.now
+
+    async def pace() -> None:
+        while True:
+            now_ps = t0_ps + s_to_ps(loop.time() - t0_s)
+            if now_ps > env.now:
+                env.run(until=now_ps)
+            await asyncio.sleep(PACE_S)
+
+    pacer = asyncio.create_task(pace(), name="simpy-pacer")
+    try:
+        return await main
+    finally:
+        pacer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pacer
+
+
 def run(main: Coroutine[Any, Any, T], env: simpy.Environment | None = None, *, virtual: bool = True,
         idle_timeout_s: float = 2.0) -> T:
-    """Run ``main`` to completion on virtual time (SimPy ``env``) or, with ``virtual=False``, the wall clock."""
+    """Run ``main`` to completion on virtual time (SimPy ``env``) or, with ``virtual=False``, the wall clock
+    (an ``env`` is then paced to it: emulated devices run in real time, as on a bench)."""
     if virtual:
         loop: asyncio.AbstractEventLoop = VirtualTimeLoop(env, idle_timeout_s=idle_timeout_s)
     else:
-        if env is not None:
-            raise ValueError("a SimPy environment needs virtual time")
         loop = asyncio.new_event_loop()
+        if env is not None:
+            main = _paced(main, env)
     try:
         asyncio.set_event_loop(loop)
         return _Supervisor(loop).run(main)
