@@ -4,7 +4,8 @@ Prints a table and writes one JSON object with the machine and the date. Figures
 - ``stats_step_us``: CPU time of the emulator alone per ``stats`` acquisition of the stack's usual request
   (the tracking histogram and the five coincidence pairs, 0.5 s) by ``EmulatedLinkTagger.acquire``, the
   virtual-time loop's own cost (the same loop sleeping instead) taken off (µs; median of ``--repeat`` runs
-  of 400 acquisitions);
+  of 400 acquisitions, after a warm-up batch that also loads the compiled samplers from numba's cache; on
+  a shared 2-core VM pin it, e.g. ``taskset -c 0``: unpinned runs now and then read up to ~50 % high);
 - ``stats_step_stack_us``: wall time per 0.5 s ``stats`` acquisition of one link, stack included (µs;
   median of ``--repeat`` replays of 600 simulated seconds);
 - ``tags_per_s`` / ``tags_realtime_factor``: tags generated and delivered per CPU second by ``read_tags``

@@ -49,11 +49,6 @@ class DetectorParams:
         return self.jitter_fwhm_ps / FWHM_PER_SIGMA
 
 
-def live_fraction(incident_hz: float, dead_time_ns: float) -> float:
-    """Fraction of time a non-paralysable detector clicked at ``incident_hz`` is ready to click."""
-    return 1.0 / (1.0 + incident_hz * dead_time_ns * 1e-9)
-
-
 class EmulatedDetectors(DetectorSystem):
     def __init__(self, world: World, params: DetectorParams, channels: tuple[int, ...], name: str) -> None:
         self.name = name

@@ -6,7 +6,7 @@ virtual time. The cycle's period is the seed's drift period (seed 000: "Drift pe
 such as a "2 h temperature excursion" injected by a fault: a plateau of ``delta_c`` whose rising and falling
 edges are raised-cosine ramps of a quarter of ``duration_s`` each (a Tukey window with α = 1/2), so the
 temperature and its rate stay continuous. Everything is closed form: a read costs one sine plus one
-comparison per excursion.
+comparison per excursion, and the latest read is kept, since several devices ask at the same instant.
 """
 
 from __future__ import annotations
@@ -45,15 +45,20 @@ class Environment:
         self.params = params
         self._omega_rad_per_s = 2 * math.pi / params.diurnal_period_s
         self._excursions: list[tuple[float, float, float, float]] = []  # (start_s, end_s, ramp_s, delta_c)
+        self._latest: tuple[int, float] | None = None  # (t_ps, °C) of the latest read
 
     def add_excursion(self, excursion: Excursion) -> None:
         """Superpose ``excursion`` on the cycle (the fault-injection hook)."""
         start_s = excursion.start_s
         self._excursions.append(
             (start_s, start_s + excursion.duration_s, excursion.duration_s / 4, excursion.delta_c))
+        self._latest = None
 
     def temperature_c(self, t_ps: int) -> float:
         """Ambient temperature at ``t_ps``, °C."""
+        latest = self._latest
+        if latest is not None and latest[0] == t_ps:
+            return latest[1]
         p = self.params
         t_s = t_ps / PS_PER_S
         temperature_c = p.mean_temperature_c + p.diurnal_amplitude_c * math.sin(
@@ -65,4 +70,5 @@ class Environment:
                     temperature_c += delta_c
                 else:
                     temperature_c += delta_c * 0.5 * (1 - math.cos(math.pi * edge_s / ramp_s))
+        self._latest = (t_ps, temperature_c)
         return temperature_c

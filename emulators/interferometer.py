@@ -78,7 +78,8 @@ class EmulatedInterferometer(PhaseActuator):
                 raise ValueError(f"{self.name}: phase read at {t_ps} ps, before the previous read at {self._walk_ps}")
             self._walk_rad += p.drift_rad_per_sqrt_s * math.sqrt(dt_ps / PS_PER_S) * self._standard_normal()
             self._walk_ps = t_ps
-        thermal_rad = p.phase_per_kelvin_rad * (self.environment.temperature_c(t_ps) - p.reference_temperature_c)
+        thermal_rad = (p.phase_per_kelvin_rad * (self.environment.temperature_c(t_ps) - p.reference_temperature_c)
+                       if p.phase_per_kelvin_rad else 0.0)
         return p.phase0_rad + thermal_rad + self._walk_rad + p.piezo_rad_per_v * self._effective_v + self._jumps_rad
 
     def phase_jump(self, delta_rad: float) -> None:

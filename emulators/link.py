@@ -17,8 +17,9 @@ sqrt(60² + (D·1.0 nm)²) reproduces its "Timing uncertainty (analysis)" row fo
 
 A :class:`LinkState` freezes everything that varies slowly (pump power, polarization, detector state,
 interferometer phases) over one acquisition; the three fidelities all sample from it. What does not vary
-(pair spreads, peak shapes, the arrays of a set of coincidence pairs) is worked out once and cached, and a
-state computes its channel rates once, so that a ``stats`` acquisition costs tens of microseconds.
+(pair spreads, peak shapes, the arrays of a request's measurements) is worked out once and cached, and all
+expected counts of an acquisition are one compiled call (numba, :meth:`LinkState.acquisition_means`), so
+that a ``stats`` acquisition costs ~20 µs.
 Offsets are in ps; Δ(t) = (delay_B(t) + φ_B(t)) − (delay_A(t) + φ_A(t)) with φ a node clock's phase.
 """
 
@@ -30,16 +31,19 @@ from functools import cached_property
 from typing import Protocol
 
 import numpy as np
+from numba import njit
 from scipy.special import ndtr
 
 from emulators.clock import EmulatedRbClock
-from emulators.detectors import FWHM_PER_SIGMA, EmulatedDetectors, live_fraction
+from emulators.detectors import FWHM_PER_SIGMA, EmulatedDetectors
 from emulators.fibre import FibreArm
 from emulators.source import PairSource
-from emulators.world import PS_PER_S
+from emulators.world import PS_PER_S, gaussian_bin_means
 
-_PEAK_SPAN_SIGMAS = 10.0
+PEAK_SPAN_SIGMAS = 10.0  # a histogram peak's bins are those within this many σ of its centre
 _LAYOUTS_KEPT = 64  # distinct pair sets whose layout is cached
+_SQRT_HALF = math.sqrt(0.5)
+_INCIDENT, _LIVE, _SINGLES, _GAIN = range(4)  # rows of ChannelRates.table
 
 
 class PhaseTruth(Protocol):
@@ -102,22 +106,171 @@ class CoincidenceLayout:
     """Fixed arrays for the expected coincidences of some channel pairs under one window and Z slot.
 
     Every true-coincidence peak of every pair meets three windows: around the start (the same bit), and
-    at +T and −T (the other bit for start bit 0 and 1); each window has two edges. ``edge_*`` run over
-    (peak, window, edge), ``term_*`` over (peak, window), and ``cells`` sums the terms into the flat
-    (pair, start bit, click bit) cells, half of each window to each start bit's row.
+    at +T and −T (the other bit for start bit 0 and 1). ``term_*`` run over (peak, window); a window's
+    counts go half to each start bit's row of the pair's (start bit, click bit) cells: the same bit → (0,0)
+    and (1,1), +T → (0,1), −T → (1,0). Peaks T apart share window edges, so edges are listed once.
     """
 
     pairs: tuple[tuple[int, int], ...]
     window_ps: int
     time_bin_ps: int
-    sigma2_ps2: np.ndarray  # static spread of each pair's time difference, squared (jitter, dispersion)
-    edge_pair: np.ndarray  # pair index of each window edge
-    edge_offset_ps: np.ndarray  # ±window/2 + (0, +T, −T) − peak shift: the edge relative to ±Δ + residual
-    term_gain_index: np.ndarray  # flat index into the outer product of channel pair gains (start, click)
-    term_share: np.ndarray  # the peak's share of the pair's rate ...
-    term_fringe: np.ndarray  # ... plus this times V_A·V_B·cos(φ_A + φ_B)
-    cells: np.ndarray  # (4·pairs, 3·peaks): ½ where a term lands in a cell
-    cell_singles_index: np.ndarray  # flat index into the outer product of channel singles, per cell
+    pair_channels: np.ndarray  # (pairs, 2): index into LinkPhysics.channels of each pair's start and click
+    pair_sign: np.ndarray  # how Δ enters each pair's (click − start), see LinkPhysics.offset_sign
+    sigma2_ps2: np.ndarray  # static spread of each pair's time difference, squared (jitter, dispersion), ps²
+    edge_pair: np.ndarray  # the pair of each distinct window edge ...
+    edge_ps: np.ndarray  # ... and its place: window edge − peak shift, relative to the pair's ±Δ + residual (ps)
+    term_index: np.ndarray  # (terms, 4): pair; window 0 same bit, 1 other bit at +T, 2 at −T; upper, lower edge
+    term_values: np.ndarray  # (terms, 2): the peak's share of the pair's rate, plus this times V_A·V_B·cos(φ_A + φ_B)
+
+
+@njit(cache=True)
+def _normal_mass(z0: float, tail0: float, z1: float, tail1: float) -> float:
+    """P(z0 < Z < z1) for a standard normal Z from the edges and their tails P(Z > |z|), without cancellation in
+    either tail."""
+    if z1 <= 0.0:
+        return tail1 - tail0
+    if z0 >= 0.0:
+        return tail0 - tail1
+    return 1.0 - tail0 - tail1
+
+
+@dataclass(frozen=True)
+class AcquisitionLayout:
+    """Fixed arrays for the expected measurements of one request (see :meth:`LinkState.acquisition_means`).
+
+    The means come as one array, in this order: the fraction of tags the tagger keeps, the total singles rate
+    (Hz), each histogram's flat accidental background per bin, each histogram peak's (centre ps, sigma ps,
+    expected counts of the whole peak), each coincidence pair's four (start bit, click bit) cells and each
+    counted channel's counts. A peak's bins within ±PEAK_SPAN_SIGMAS σ of its centre get counts·P(bin).
+    What the compiled means need is packed in two arrays, one argument each instead of fourteen (see
+    :func:`_unpacked` for the order).
+    """
+
+    coincidences: CoincidenceLayout
+    histogram_peaks: tuple[tuple[int, int], ...]  # each histogram's peaks: their slice of the means, in threes
+    coincidences_at: int  # where the coincidence cells start in the means
+    channels_at: int  # where the channel counts start
+    size: int  # of the means
+    packed_ints: np.ndarray
+    packed_floats: np.ndarray
+
+
+@njit(cache=True)
+def _unpacked(ints: np.ndarray, floats: np.ndarray) -> tuple[np.ndarray | float, ...]:
+    """Views of the arrays :meth:`LinkPhysics.acquisition_layout` packs. ``ints``: the sizes (channels,
+    histograms, peaks, coincidence pairs, window edges, window terms, counted channels), each histogram's
+    (start, click) channel index, each peak's histogram, then of :class:`CoincidenceLayout` the pair channels,
+    edge pairs and term index, and the counted channels' indices. ``floats``: the link's channel constants
+    (LinkPhysics.channel_constants), each histogram's (offset sign, static spread² ps², bin width ps), each
+    peak's (shift from ±Δ ps, share of the pair's rate, fringe share), then of the coincidence layout the pair
+    signs, spreads², edge places and term values, and half the coincidence window in s."""
+    n_channels, n_histograms, n_peaks, n_pairs, n_edges, n_terms, n_counted = ints[:7]
+    i, f = 7, 0
+    histogram_channels = ints[i:i + 2 * n_histograms].reshape(n_histograms, 2)
+    i += 2 * n_histograms
+    peak_histogram = ints[i:i + n_peaks]
+    i += n_peaks
+    pair_channels = ints[i:i + 2 * n_pairs].reshape(n_pairs, 2)
+    i += 2 * n_pairs
+    edge_pair = ints[i:i + n_edges]
+    i += n_edges
+    term_index = ints[i:i + 4 * n_terms].reshape(n_terms, 4)
+    i += 4 * n_terms
+    count_channels = ints[i:i + n_counted]
+    constants = floats[f:f + 4 * n_channels].reshape(n_channels, 4)
+    f += 4 * n_channels
+    histogram_values = floats[f:f + 3 * n_histograms].reshape(n_histograms, 3)
+    f += 3 * n_histograms
+    peak_values = floats[f:f + 3 * n_peaks].reshape(n_peaks, 3)
+    f += 3 * n_peaks
+    pair_sign = floats[f:f + n_pairs]
+    f += n_pairs
+    sigma2_ps2 = floats[f:f + n_pairs]
+    f += n_pairs
+    edge_ps = floats[f:f + n_edges]
+    f += n_edges
+    term_values = floats[f:f + 2 * n_terms].reshape(n_terms, 2)
+    f += 2 * n_terms
+    return (constants, histogram_channels, histogram_values, peak_histogram, peak_values, pair_channels, pair_sign,
+            sigma2_ps2, edge_pair, edge_ps, term_index, term_values, floats[f], count_channels)
+
+
+@njit(cache=True)
+def _acquisition_means(pair_rate_hz: float, eta_alice: float, eta_bob: float, cold_alice: float, cold_bob: float,
+                       franson_cos: float, duration_s: float, buffer_hz: float, offset0_ps: float, offset1_ps: float,
+                       delays_ps: np.ndarray, packed_ints: np.ndarray, packed_floats: np.ndarray,
+                       means: np.ndarray) -> None:
+    """The means of :class:`AcquisitionLayout`, into ``means``; a pair's residual offset moves from sign·Δ0 +
+    delay(click) − delay(start) to sign·Δ1 + ..., and the drift is folded into its spread (as a uniform)."""
+    (constants, histogram_channels, histogram_values, peak_histogram, peak_values, pair_channels, pair_sign,
+     sigma2_ps2, edge_pair, edge_ps, term_index, term_values, half_window_s,
+     count_channels) = _unpacked(packed_ints, packed_floats)
+    n_channels, n_histograms, n_pairs = constants.shape[0], histogram_channels.shape[0], pair_sign.size
+    work = np.empty(4 * n_channels + 2 * n_pairs + 2 * edge_ps.size)  # one allocation for all the scratch
+    rates = work[:4 * n_channels].reshape(4, n_channels)
+    centre_ps, sigma_ps = work[4 * n_channels:4 * n_channels + n_pairs], work[4 * n_channels + n_pairs:][:n_pairs]
+    edge_z, edge_tail = work[4 * n_channels + 2 * n_pairs:][:edge_ps.size], work[work.size - edge_ps.size:]
+    total_hz = _channel_rates(constants, pair_rate_hz, eta_alice, eta_bob, cold_alice, cold_bob, rates)
+    kept = min(1.0, buffer_hz / total_hz) if total_hz > 0.0 else 1.0
+    per_hz = kept * kept * duration_s  # a coincidence needs both of its tags kept
+    singles_hz, gain = rates[_SINGLES], rates[_GAIN]
+    means[0], means[1] = kept, total_hz
+    for h in range(n_histograms):
+        a, b = histogram_channels[h, 0], histogram_channels[h, 1]
+        means[2 + h] = per_hz * singles_hz[a] * singles_hz[b] / PS_PER_S * histogram_values[h, 2]
+    at = 2 + n_histograms
+    for k in range(peak_histogram.size):
+        h = peak_histogram[k]
+        a, b = histogram_channels[h, 0], histogram_channels[h, 1]
+        r0 = histogram_values[h, 0] * offset0_ps + delays_ps[b] - delays_ps[a]
+        r1 = histogram_values[h, 0] * offset1_ps + delays_ps[b] - delays_ps[a]
+        means[at] = (r0 + r1) / 2 + peak_values[k, 0]
+        means[at + 1] = math.sqrt(histogram_values[h, 1] + (r1 - r0) * (r1 - r0) / 12.0)
+        share, fringe = peak_values[k, 1], peak_values[k, 2]
+        means[at + 2] = per_hz * pair_rate_hz * gain[a] * gain[b] * (share + fringe * franson_cos)
+        at += 3
+    for p in range(n_pairs):
+        a, b = pair_channels[p, 0], pair_channels[p, 1]
+        r0 = pair_sign[p] * offset0_ps + delays_ps[b] - delays_ps[a]
+        r1 = pair_sign[p] * offset1_ps + delays_ps[b] - delays_ps[a]
+        centre_ps[p] = (r0 + r1) / 2
+        sigma_ps[p] = math.sqrt(sigma2_ps2[p] + (r1 - r0) * (r1 - r0) / 12.0)
+        means[at + 4 * p:at + 4 * p + 4] = per_hz * singles_hz[a] * singles_hz[b] * half_window_s  # accidentals
+    for e in range(edge_ps.size):
+        edge_z[e] = (edge_ps[e] - centre_ps[edge_pair[e]]) / sigma_ps[edge_pair[e]]
+        edge_tail[e] = 0.5 * math.erfc(abs(edge_z[e]) * _SQRT_HALF)
+    for t in range(term_index.shape[0]):
+        p, window, upper, lower = term_index[t, 0], term_index[t, 1], term_index[t, 2], term_index[t, 3]
+        mass = _normal_mass(edge_z[lower], edge_tail[lower], edge_z[upper], edge_tail[upper])
+        true = 0.5 * mass * per_hz * pair_rate_hz * gain[pair_channels[p, 0]] * gain[pair_channels[p, 1]] * (
+            term_values[t, 0] + term_values[t, 1] * franson_cos)
+        if window == 0:
+            means[at + 4 * p] += true
+            means[at + 4 * p + 3] += true
+        else:
+            means[at + 4 * p + window] += true
+    at += 4 * n_pairs
+    for c in range(count_channels.size):
+        means[at + c] = singles_hz[count_channels[c]] * kept * duration_s
+
+
+@njit(cache=True)
+def _channel_rates(constants: np.ndarray, pair_rate_hz: float, eta_alice: float, eta_bob: float, cold_alice: float,
+                   cold_bob: float, rates: np.ndarray) -> float:
+    """The table of :class:`ChannelRates` into ``rates`` from the per-channel ``constants`` (is Bob's, port
+    fraction, dark counts Hz, dead time s); returns the total singles rate."""
+    total_hz = 0.0
+    for i in range(constants.shape[0]):
+        is_bob, fraction, dark_hz, dead_time_s = constants[i, 0], constants[i, 1], constants[i, 2], constants[i, 3]
+        eta, cold = (eta_bob, cold_bob) if is_bob else (eta_alice, cold_alice)
+        incident_hz = pair_rate_hz * eta * fraction + dark_hz
+        live = 1.0 / (1.0 + incident_hz * dead_time_s)  # non-paralysable: counts r/(1 + r·τ), ready 1/(1 + r·τ)
+        rates[_INCIDENT, i] = incident_hz
+        rates[_LIVE, i] = live
+        rates[_SINGLES, i] = incident_hz * live * cold
+        rates[_GAIN, i] = eta * fraction * live * cold
+        total_hz += incident_hz * live * cold
+    return total_hz
 
 
 class LinkPhysics:
@@ -127,6 +280,13 @@ class LinkPhysics:
         self.nodes = {"alice": alice, "bob": bob}
         self.tagger_rms_jitter_ps = tagger_rms_jitter_ps
         self.filter_fwhm_nm = filter_fwhm_nm
+        # What state() reads of each node, bound once: (transmission(t), efficiency, polarization factor(t),
+        # cold fraction(t0, t1), interferometer phase(t)); and V_A·V_B.
+        self._slow = tuple((n.arm.transmission_at, n.detectors.params.efficiency, n.polarization.efficiency_factor,
+                            n.detectors.cold_fraction, n.interferometer.phase_rad) for n in (alice, bob))
+        self._visibilities = alice.interferometer.visibility * bob.interferometer.visibility
+        # What offset_ps() reads, bound once: Bob's and Alice's arm delay(t) and clock phase(t).
+        self._offset_reads = (bob.arm.delay_ps, bob.clock.phase_ps, alice.arm.delay_ps, alice.clock.phase_ps)
         self.ports: dict[int, Port] = {}
         for node in (alice, bob):
             c = node.channels
@@ -135,11 +295,11 @@ class LinkPhysics:
             self.ports[c.x_minus] = Port(node.name, "X", -1)
         self.channels = tuple(sorted(self.ports))
         self.channel_index = {ch: i for i, ch in enumerate(self.channels)}
-        # Per channel, in the order of ``channels``: (node is Bob, port fraction, dark counts Hz, dead time ns).
-        self._channel_constants = tuple(
-            (int(self.ports[ch].node == "bob"), self.port_fraction(self.ports[ch]),
+        # Per channel, in the order of ``channels``: (node is Bob, port fraction, dark counts Hz, dead time s).
+        self.channel_constants = np.array([
+            (float(self.ports[ch].node == "bob"), self.port_fraction(self.ports[ch]),
              self.nodes[self.ports[ch].node].detectors.params.dark_count_hz,
-             self.nodes[self.ports[ch].node].detectors.params.dead_time_ns) for ch in self.channels)
+             self.nodes[self.ports[ch].node].detectors.params.dead_time_ns * 1e-9) for ch in self.channels])
         self._shapes: dict[tuple[int, int], tuple[tuple[float, float, float], ...]] = {}
         self._pair_sigma_ps: dict[tuple[int, int], float] = {}
         self._coincidence_layouts: dict[tuple[tuple[tuple[int, int], ...], int, int], CoincidenceLayout] = {}
@@ -217,37 +377,60 @@ class LinkPhysics:
                             time_bin_ps: int) -> CoincidenceLayout:
         if window_ps > time_bin_ps:
             raise ValueError(f"coincidence window {window_ps} ps wider than the Z slot of {time_bin_ps} ps")
-        n_channels = len(self.channels)
         index = self.channel_index
         slots = (0.0, float(time_bin_ps), -float(time_bin_ps))  # same bit, other bit after/before
         half = window_ps / 2
-        edge_pair, edge_offset, gain_index, share, fringe, cell_rows = [], [], [], [], [], []
+        edges: dict[tuple[int, float], int] = {}  # (pair, place) → index
+        term_index, term_values = [], []
         for p, (a, b) in enumerate(pairs):
-            for shift, peak_share, peak_fringe in self.peak_shapes(a, b):
+            for shift, share, fringe in self.peak_shapes(a, b):
                 for window, slot in enumerate(slots):
-                    edge_pair += [p, p]
-                    edge_offset += [half + slot - shift, -half + slot - shift]
-                    gain_index.append(index[a] * n_channels + index[b])
-                    share.append(peak_share)
-                    fringe.append(peak_fringe)
-                    # cells of pair p, flat [start bit, click bit]: same → (0,0) and (1,1); +T → (0,1); −T → (1,0)
-                    cell_rows.append([4 * p, 4 * p + 3] if window == 0 else [4 * p + 1] if window == 1 else [4 * p + 2])
-        cells = np.zeros((4 * len(pairs), len(cell_rows)))
-        for term, rows in enumerate(cell_rows):
-            cells[rows, term] = 0.5
+                    upper = edges.setdefault((p, half + slot - shift), len(edges))
+                    lower = edges.setdefault((p, -half + slot - shift), len(edges))
+                    term_index.append((p, window, upper, lower))
+                    term_values.append((share, fringe))
         return CoincidenceLayout(
             pairs=pairs, window_ps=window_ps, time_bin_ps=time_bin_ps,
+            pair_channels=np.array([(index[a], index[b]) for a, b in pairs], dtype=np.intp).reshape(-1, 2),
+            pair_sign=np.array([self.offset_sign(a, b) for a, b in pairs]),
             sigma2_ps2=np.array([self.pair_sigma_ps(a, b) ** 2 for a, b in pairs]),
-            edge_pair=np.array(edge_pair, dtype=np.intp), edge_offset_ps=np.array(edge_offset),
-            term_gain_index=np.array(gain_index, dtype=np.intp), term_share=np.array(share),
-            term_fringe=np.array(fringe), cells=cells,
-            cell_singles_index=np.repeat([index[a] * n_channels + index[b] for a, b in pairs], 4))
+            edge_pair=np.array([p for p, _ in edges], dtype=np.intp), edge_ps=np.array([x for _, x in edges], float),
+            term_index=np.array(term_index, dtype=np.intp).reshape(-1, 4),
+            term_values=np.array(term_values, dtype=np.float64).reshape(-1, 2))
+
+    def acquisition_layout(self, histograms: tuple[tuple[int, int, int], ...], coincidences: CoincidenceLayout | None,
+                           count_channels: tuple[int, ...]) -> AcquisitionLayout:
+        """The layout of a request's means: ``histograms`` as (start, click, bin width ps), the coincidence
+        layout (or none), the counted channels."""
+        index = self.channel_index
+        peak_histogram, peak_values, histogram_peaks = [], [], []
+        at = 2 + len(histograms)
+        for h, (a, b, _) in enumerate(histograms):
+            shapes = self.peak_shapes(a, b)
+            peak_histogram += [h] * len(shapes)
+            peak_values += shapes
+            histogram_peaks.append((at, at + 3 * len(shapes)))
+            at += 3 * len(shapes)
+        c = coincidences if coincidences is not None else self.coincidence_layout((), 1, 1)
+        sizes = (len(self.channels), len(histograms), len(peak_histogram), len(c.pairs), c.edge_ps.size,
+                 c.term_index.shape[0], len(count_channels))
+        ints = (sizes, [(index[a], index[b]) for a, b, _ in histograms], peak_histogram, c.pair_channels,
+                c.edge_pair, c.term_index, [index[ch] for ch in count_channels])
+        floats = (self.channel_constants,
+                  [(self.offset_sign(a, b), self.pair_sigma_ps(a, b) ** 2, width) for a, b, width in histograms],
+                  peak_values, c.pair_sign, c.sigma2_ps2, c.edge_ps, c.term_values, [c.window_ps / 2 / PS_PER_S])
+        channels_at = at + 4 * len(c.pairs)
+        return AcquisitionLayout(
+            coincidences=c, histogram_peaks=tuple(histogram_peaks), coincidences_at=at, channels_at=channels_at,
+            size=channels_at + len(count_channels),
+            packed_ints=np.concatenate([np.ravel(np.asarray(x, dtype=np.int64)) for x in ints]),
+            packed_floats=np.concatenate([np.ravel(np.asarray(x, dtype=np.float64)) for x in floats]))
 
     # -- the offset ---------------------------------------------------------------------------
     def offset_ps(self, t_ps: int) -> float:
         """True Δ(t): Bob's minus Alice's (propagation + clock phase) for a pair emitted at t, ps."""
-        a, b = self.nodes["alice"], self.nodes["bob"]
-        return (b.arm.delay_ps(t_ps) + b.clock.phase_ps(t_ps)) - (a.arm.delay_ps(t_ps) + a.clock.phase_ps(t_ps))
+        delay_b, phase_b, delay_a, phase_a = self._offset_reads
+        return (delay_b(t_ps) + phase_b(t_ps)) - (delay_a(t_ps) + phase_a(t_ps))
 
     def offset_sign(self, start: int, click: int) -> float:
         """How Δ enters (click − start): +1 Alice→Bob, −1 Bob→Alice, 0 within one node."""
@@ -256,34 +439,60 @@ class LinkPhysics:
 
     def state(self, t0_ps: int, t1_ps: int) -> LinkState:
         """Freeze the link over [t0, t1] (t1 ≤ now): slow quantities at the midpoint, detector duty exact."""
+        pair_rate_hz, eta_alice, eta_bob, cold_alice, cold_bob, franson_cos, duration_s = self._frozen(t0_ps, t1_ps)
+        return LinkState(self, duration_s, pair_rate_hz, {"alice": eta_alice, "bob": eta_bob},
+                         {"alice": cold_alice, "bob": cold_bob}, franson_cos)
+
+    def acquisition_means(self, t0_ps: int, t1_ps: int, layout: AcquisitionLayout, offset0_ps: float,
+                          offset1_ps: float, delays_ps: np.ndarray, buffer_hz: float, out: np.ndarray) -> np.ndarray:
+        """``state(t0_ps, t1_ps).acquisition_means(...)`` into ``out``, without making the state (the ``stats``
+        fidelity's hot path)."""
+        _acquisition_means(*self._frozen(t0_ps, t1_ps), buffer_hz, offset0_ps, offset1_ps, delays_ps,
+                           layout.packed_ints, layout.packed_floats, out)
+        return out
+
+    def _frozen(self, t0_ps: int, t1_ps: int) -> tuple[float, float, float, float, float, float, float]:
+        """What :class:`LinkState` holds: (pair rate Hz, η Alice, η Bob, cold fraction Alice, cold fraction Bob,
+        V_A·V_B·cos(φ_A + φ_B), duration s)."""
         mid = (t0_ps + t1_ps) // 2
-        a, b = self.nodes["alice"], self.nodes["bob"]
-        ia, ib = a.interferometer, b.interferometer
-        return LinkState(
-            link=self,
-            duration_s=(t1_ps - t0_ps) / PS_PER_S,
-            pair_rate_hz=self.source.pair_rate_hz(),
-            eta={"alice": a.arm.transmission_at(mid) * a.detectors.params.efficiency
-                 * a.polarization.efficiency_factor(mid),
-                 "bob": b.arm.transmission_at(mid) * b.detectors.params.efficiency
-                 * b.polarization.efficiency_factor(mid)},
-            cold={"alice": a.detectors.cold_fraction(t0_ps, t1_ps), "bob": b.detectors.cold_fraction(t0_ps, t1_ps)},
-            franson_cos=ia.visibility * ib.visibility * math.cos(ia.phase_rad(mid) + ib.phase_rad(mid)),
-        )
+        (transmission_a, efficiency_a, polarization_a, cold_a, phase_a), (
+            transmission_b, efficiency_b, polarization_b, cold_b, phase_b) = self._slow
+        return (self.source.pair_rate_hz(), transmission_a(mid) * efficiency_a * polarization_a(mid),
+                transmission_b(mid) * efficiency_b * polarization_b(mid), cold_a(t0_ps, t1_ps), cold_b(t0_ps, t1_ps),
+                self._visibilities * math.cos(phase_a(mid) + phase_b(mid)), (t1_ps - t0_ps) / PS_PER_S)
 
 
 @dataclass(frozen=True)
 class ChannelRates:
-    """Per-channel rates of one :class:`LinkState`, in the order of ``LinkPhysics.channels``."""
+    """Per-channel rates of one :class:`LinkState`, in the order of ``LinkPhysics.channels``: rows of ``table``.
 
-    incident_hz: tuple[float, ...]  # photons and dark counts reaching the channel while its detector is cold
-    live: tuple[float, ...]  # fraction of time the channel is ready to click (dead time)
-    singles_hz: np.ndarray  # measured count rate: dead time and the detectors' offline time included
-    pair_gain: np.ndarray  # probability that a pair's photon is counted on the channel (η·port·live·cold)
+    Rows: the rate of photons and dark counts reaching the channel while its detector is cold (Hz); the
+    fraction of time the channel is ready to click (non-paralysable dead time τ: 1/(1 + r·τ)); the measured
+    count rate, dead time and the detectors' offline time included (Hz); the probability that a pair's
+    photon is counted on the channel (η·port·live·cold).
+    """
+
+    table: np.ndarray  # (4, channels)
     total_singles_hz: float  # over all channels
 
+    @property
+    def incident_hz(self) -> np.ndarray:
+        return self.table[_INCIDENT]
 
-@dataclass(frozen=True)
+    @property
+    def live(self) -> np.ndarray:
+        return self.table[_LIVE]
+
+    @property
+    def singles_hz(self) -> np.ndarray:
+        return self.table[_SINGLES]
+
+    @property
+    def pair_gain(self) -> np.ndarray:
+        return self.table[_GAIN]
+
+
+@dataclass(frozen=True, init=False)
 class LinkState:
     """The link over one acquisition. Rates are per second of the interval."""
 
@@ -294,45 +503,68 @@ class LinkState:
     cold: dict[str, float]  # fraction of the interval each node's detectors were cold
     franson_cos: float  # V_A·V_B·cos(φ_A + φ_B)
 
+    def __init__(self, link: LinkPhysics, duration_s: float, pair_rate_hz: float, eta: dict[str, float],
+                 cold: dict[str, float], franson_cos: float) -> None:
+        # One is made per acquisition: filled in directly, at a third of the cost of the frozen __setattr__.
+        fields = self.__dict__
+        fields["link"] = link
+        fields["duration_s"] = duration_s
+        fields["pair_rate_hz"] = pair_rate_hz
+        fields["eta"] = eta
+        fields["cold"] = cold
+        fields["franson_cos"] = franson_cos
+
     @cached_property
     def rates(self) -> ChannelRates:
-        eta = (self.eta["alice"], self.eta["bob"])
-        cold = (self.cold["alice"], self.cold["bob"])
-        incident, live, singles, gain = [], [], [], []
-        for is_bob, fraction, dark_hz, dead_time_ns in self.link._channel_constants:
-            rate_hz = self.pair_rate_hz * eta[is_bob] * fraction + dark_hz
-            ready = live_fraction(rate_hz, dead_time_ns)
-            incident.append(rate_hz)
-            live.append(ready)
-            singles.append(rate_hz * ready * cold[is_bob])
-            gain.append(eta[is_bob] * fraction * ready * cold[is_bob])
-        return ChannelRates(tuple(incident), tuple(live), np.array(singles), np.array(gain), sum(singles))
+        table = np.empty((4, len(self.link.channels)))
+        total_hz = _channel_rates(self.link.channel_constants, self.pair_rate_hz, self.eta["alice"], self.eta["bob"],
+                                  self.cold["alice"], self.cold["bob"], table)
+        return ChannelRates(table, total_hz)
+
+    def _channel_rate(self, row: int, channel: int) -> float:
+        return float(self.rates.table[row, self.link.channel_index[channel]])
 
     def incident_hz(self, channel: int) -> float:
         """Rate of photons and dark counts reaching the channel while its detector is cold."""
-        return self.rates.incident_hz[self.link.channel_index[channel]]
+        return self._channel_rate(_INCIDENT, channel)
 
     def live(self, channel: int) -> float:
-        return self.rates.live[self.link.channel_index[channel]]
+        return self._channel_rate(_LIVE, channel)
 
     def singles_hz(self, channel: int) -> float:
         """Measured count rate: dead time and the detectors' offline time included."""
-        return float(self.rates.singles_hz[self.link.channel_index[channel]])
+        return self._channel_rate(_SINGLES, channel)
 
     def peaks(self, start: int, click: int) -> list[tuple[float, float]]:
         """True-coincidence peaks of (click − start) as (shift from ±Δ in ps, rate in Hz)."""
-        index = self.link.channel_index
-        gain = self.rates.pair_gain
-        pair_hz = self.pair_rate_hz * float(gain[index[start]] * gain[index[click]])
+        pair_hz = self.pair_rate_hz * self._channel_rate(_GAIN, start) * self._channel_rate(_GAIN, click)
         return [(shift, pair_hz * (share + fringe * self.franson_cos))
                 for shift, share, fringe in self.link.peak_shapes(start, click)]
 
     def accidental_hz_per_ps(self, start: int, click: int) -> float:
-        singles = self.rates.singles_hz
-        index = self.link.channel_index
-        return float(singles[index[start]] * singles[index[click]]) / PS_PER_S
+        return self._channel_rate(_SINGLES, start) * self._channel_rate(_SINGLES, click) / PS_PER_S
 
     # -- expected measurements ------------------------------------------------------------------
+    def acquisition_means(self, layout: AcquisitionLayout, offset0_ps: float, offset1_ps: float,
+                          delays_ps: np.ndarray, buffer_hz: float = math.inf,
+                          out: np.ndarray | None = None) -> np.ndarray:
+        """Every expected count of a request (see :class:`AcquisitionLayout`), the true offset Δ moving from
+        ``offset0_ps`` to ``offset1_ps`` and the tagger applying ``delays_ps`` (per channel, in the order of
+        ``LinkPhysics.channels``). Over ``buffer_hz`` of tags the tagger keeps only that fraction of them.
+        Written into ``out`` (``layout.size`` floats) if given."""
+        means = np.empty(layout.size) if out is None else out
+        eta, cold = self.eta, self.cold
+        _acquisition_means(self.pair_rate_hz, eta["alice"], eta["bob"], cold["alice"], cold["bob"], self.franson_cos,
+                           self.duration_s, buffer_hz, offset0_ps, offset1_ps, delays_ps, layout.packed_ints,
+                           layout.packed_floats, means)
+        return means
+
+    def _single_pair_means(self, start: int, click: int, layout: AcquisitionLayout, r0_ps: float,
+                           r1_ps: float) -> np.ndarray:
+        """:meth:`acquisition_means` of one pair whose residual offset moves from r0 to r1 (no input delays)."""
+        sign = self.link.offset_sign(start, click)  # ±1, or 0 within one node where nothing depends on Δ
+        return self.acquisition_means(layout, sign * r0_ps, sign * r1_ps, np.zeros(len(self.link.channels)))
+
     def expected_histogram(self, start: int, click: int, binwidth_ps: int, n_bins: int,
                            r0_ps: float, r1_ps: float) -> np.ndarray:
         """Expected counts per bin, with the residual offset moving linearly from r0 to r1."""
@@ -346,54 +578,31 @@ class LinkState:
         """The true coincidences of :meth:`expected_histogram`, in the bins within ±10 σ of a peak:
         (first bin, expected counts per bin). The other part is the flat accidental background.
         """
-        # The pair spread with the linear drift r0 → r1 across the acquisition folded in (as a uniform).
-        sigma = math.sqrt(self.link.pair_sigma_ps(start, click) ** 2 + (r1_ps - r0_ps) ** 2 / 12.0)
+        layout = self.link.acquisition_layout(((start, click, binwidth_ps),), None, ())
+        means = self._single_pair_means(start, click, layout, r0_ps, r1_ps)
         first_edge = -(n_bins // 2) * binwidth_ps
-        spans = []
-        for shift, rate in self.peaks(start, click):
-            centre = (r0_ps + r1_ps) / 2 + shift
-            lo = max(math.floor((centre - _PEAK_SPAN_SIGMAS * sigma - first_edge) / binwidth_ps), 0)
-            hi = min(math.ceil((centre + _PEAK_SPAN_SIGMAS * sigma - first_edge) / binwidth_ps), n_bins)
-            if lo < hi:
-                spans.append((lo, hi, centre, rate))
+        lo, hi = layout.histogram_peaks[0]
+        spans = [gaussian_bin_means(first_edge, binwidth_ps, n_bins, *means[k:k + 3], PEAK_SPAN_SIGMAS)
+                 for k in range(lo, hi, 3)]
+        spans = [(first, bins) for first, bins in spans if bins.size]
         if not spans:
             return 0, np.empty(0)
-        if len(spans) == 1:
-            lo, hi, centre, rate = spans[0]
-            cdf = ndtr((first_edge + np.arange(lo, hi + 1) * binwidth_ps - centre) / sigma)
-            return lo, rate * self.duration_s * (cdf[1:] - cdf[:-1])
-        first = min(span[0] for span in spans)
-        counts = np.zeros(max(span[1] for span in spans) - first)
-        for lo, hi, centre, rate in spans:
-            cdf = ndtr((first_edge + np.arange(lo, hi + 1) * binwidth_ps - centre) / sigma)
-            counts[lo - first:hi - first] += rate * self.duration_s * (cdf[1:] - cdf[:-1])
+        first = min(lo for lo, _ in spans)
+        counts = np.zeros(max(lo + bins.size for lo, bins in spans) - first)
+        for lo, bins in spans:
+            counts[lo - first:lo - first + bins.size] += bins
         return first, counts
 
     def expected_coincidences(self, start: int, click: int, window_ps: int, time_bin_ps: int,
                               r0_ps: float, r1_ps: float) -> np.ndarray:
-        """Expected 2×2 counts [start bit, click bit] under frame-announcement sifting (CoincidenceSpec).
+        """Expected 2×2 counts [start bit, click bit] under frame-announcement sifting (CoincidenceSpec), the
+        pair's residual offset moving linearly from r0 to r1.
 
         The start bit is its slot parity, uniform for CW pairs; the click counts as the same bit within
         ±window/2 of the start and as the other bit within ±window/2 of the start's other-slot time,
         +T for start bit 0 and −T for start bit 1. Accidentals are flat: one window's worth in each cell.
         """
-        layout = self.link.coincidence_layout(((start, click),), window_ps, time_bin_ps)
-        return self.expected_coincidence_counts(layout, np.array([r0_ps]), np.array([r1_ps]))[0]
-
-    def expected_coincidence_counts(self, layout: CoincidenceLayout, r0_ps: np.ndarray,
-                                    r1_ps: np.ndarray) -> np.ndarray:
-        """:meth:`expected_coincidences` of every pair of ``layout`` at once, shape (pairs, 2, 2).
-
-        ``r0_ps``/``r1_ps``: each pair's residual offset at the start and the end of the acquisition.
-        """
-        drift_ps = r1_ps - r0_ps
-        sigma_ps = np.sqrt(layout.sigma2_ps2 + drift_ps * drift_ps / 12.0)
-        centre_ps = (r0_ps + r1_ps) / 2
-        cdf = ndtr((layout.edge_offset_ps - centre_ps[layout.edge_pair]) / sigma_ps[layout.edge_pair])
-        rates = self.rates
-        pair_hz = np.multiply.outer(rates.pair_gain, rates.pair_gain).ravel()[layout.term_gain_index]
-        peak_hz = self.pair_rate_hz * pair_hz * (layout.term_share + layout.term_fringe * self.franson_cos)
-        true = layout.cells @ ((cdf[0::2] - cdf[1::2]) * peak_hz)
-        accidental_hz = np.multiply.outer(rates.singles_hz, rates.singles_hz).ravel()[layout.cell_singles_index]
-        counts = (true + accidental_hz * (layout.window_ps / 2 / PS_PER_S)) * self.duration_s
-        return counts.reshape(-1, 2, 2)
+        layout = self.link.acquisition_layout(
+            (), self.link.coincidence_layout(((start, click),), window_ps, time_bin_ps), ())
+        means = self._single_pair_means(start, click, layout, r0_ps, r1_ps)
+        return means[layout.coincidences_at:layout.channels_at].reshape(2, 2)

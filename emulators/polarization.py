@@ -110,7 +110,10 @@ class EmulatedPolarization(PolarizationController):
         if dt_ps < 0:
             raise ValueError(f"{self.name}: read at {t_ps} ps, before the previous read at {self._walk_ps}")
         self._walk_ps = t_ps
-        variance_rad2 = self.params.birefringence_walk_rad_per_sqrt_s ** 2 * dt_ps / PS_PER_S
+        sigma_rad_per_sqrt_s = self.params.birefringence_walk_rad_per_sqrt_s
+        if not sigma_rad_per_sqrt_s:  # a fibre without a walk
+            return
+        variance_rad2 = sigma_rad_per_sqrt_s ** 2 * dt_ps / PS_PER_S
         if variance_rad2 == 0:
             return
         n_steps = math.ceil(variance_rad2 / _MAX_STEP_RAD ** 2)
@@ -149,9 +152,14 @@ class EmulatedPolarization(PolarizationController):
         """Truth: s·S1 at ``t_ps`` (not before the previous read), the cosine of the angle to the best state."""
         p = self.params
         self._advance_walk(t_ps)
-        angle_rad = p.rad_per_kelvin * (self.environment.temperature_c(t_ps) - p.reference_temperature_c)
-        x, y, z = _rotate(self._fibre_out, self._thermal_axis, math.cos(angle_rad), math.sin(angle_rad))
-        (c1, s1), (c2, s2), (c3, s3) = self._controller_trig(t_ps)
+        x, y, z = self._fibre_out
+        if p.rad_per_kelvin:  # else no thermal rotation
+            angle_rad = p.rad_per_kelvin * (self.environment.temperature_c(t_ps) - p.reference_temperature_c)
+            x, y, z = _rotate((x, y, z), self._thermal_axis, math.cos(angle_rad), math.sin(angle_rad))
+        trig = self._settled_trig
+        if trig is None or t_ps - self._set_ps < self._settle_ps:
+            trig = self._controller_trig(t_ps)
+        (c1, s1), (c2, s2), (c3, s3) = trig
         z, x = c1 * z - s1 * x, s1 * z + c1 * x  # about S2
         y, z = c2 * y - s2 * z, s2 * y + c2 * z  # about S1
         return s3 * z + c3 * x  # S1 component after the last rotation, about S2

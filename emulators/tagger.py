@@ -17,7 +17,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -26,7 +26,6 @@ from drivers.interfaces.tagger import (
     Acquisition,
     AcquisitionRequest,
     CoincidenceCounts,
-    CoincidenceSpec,
     CorrelationHistogram,
     HistogramSpec,
     TagBlock,
@@ -35,7 +34,7 @@ from drivers.interfaces.tagger import (
     TimeTagger,
 )
 from emulators.candidates import PairCandidates, candidate_range
-from emulators.link import CoincidenceLayout, LinkPhysics, LinkState
+from emulators.link import PEAK_SPAN_SIGMAS, AcquisitionLayout, LinkPhysics, LinkState
 from emulators.tagstream import NodeTiming, generate
 from emulators.world import PS_PER_S, FlatPoisson, World
 
@@ -52,8 +51,7 @@ class TaggerParams:
     buffer_rate_hz: float  # sustained tag rate the stream can carry
 
 
-@dataclass(frozen=True)
-class AcquisitionTruth:
+class AcquisitionTruth(NamedTuple):
     """Hidden truth of one acquisition, for tests and reports: never reachable through the contract."""
 
     start_ps: int
@@ -69,22 +67,17 @@ class AcquisitionTruth:
 
 @dataclass(frozen=True)
 class _Plan:
-    """What one (validated) request needs of the link, worked out once per request object.
+    """What one (validated) request needs of the link, worked out once per request object."""
 
-    A pair's residual offset is r = sign·Δ + delay(click) − delay(start), sign from ``offset_sign``.
-    """
-
-    histograms: tuple[tuple[HistogramSpec, float, int, int], ...]  # (spec, sign, start index, click index)
-    coincidences: CoincidenceSpec | None
-    coincidence_layout: CoincidenceLayout | None
-    coincidence_sign: np.ndarray  # per coincidence pair
-    coincidence_start: np.ndarray  # index into LinkPhysics.channels of each pair's start channel
-    coincidence_click: np.ndarray
-    count_channels: np.ndarray  # index into LinkPhysics.channels of each counted channel
-    poisson_means: np.ndarray  # scratch: every mean of one acquisition that goes through Generator.poisson
+    layout: AcquisitionLayout
+    # (spec, first bin edge ps, and its peaks' slice of the means: first, last)
+    histograms: tuple[tuple[HistogramSpec, int, int, int], ...]
+    means: np.ndarray  # scratch for each acquisition's means, used up within the acquisition
+    cells_shape: tuple[int, int, int]  # of the coincidence counts: (pairs, start bit, click bit)
 
 
 FIDELITIES = ("tags", "pairs", "stats")
+_NO_COUNTS = np.empty(0, np.int64)
 
 
 class EmulatedLinkTagger(TimeTagger):
@@ -98,9 +91,9 @@ class EmulatedLinkTagger(TimeTagger):
         self.link = link
         self.params = params
         self._rng = world.rng(name)
-        self._flat_poisson = FlatPoisson(self._rng)
+        self._sampler = FlatPoisson(self._rng)
         self._delays_ps = dict.fromkeys(link.channels, 0)
-        self._delay_array_ps = np.zeros(len(link.channels))  # the same, in the order of link.channels
+        self._delay_array_ps = np.zeros(len(link.channels))  # the same in the order of link.channels, never mutated
         self._buffer_rate_hz = params.buffer_rate_hz
         self._choked_until_ps = -1
         self._overflows = 0
@@ -123,7 +116,7 @@ class EmulatedLinkTagger(TimeTagger):
         m = self.params.max_input_delay_ps
         check_range(self.name, f"input delay of channel {channel} (ps)", delay_ps, -m, m)
         self._delays_ps[channel] = int(delay_ps)
-        self._delay_array_ps[self.link.channel_index[channel]] = int(delay_ps)
+        self._delay_array_ps = np.array([self._delays_ps[ch] for ch in self.link.channels], dtype=np.float64)
 
     async def acquire(self, request: AcquisitionRequest) -> Acquisition:
         if self.fidelity == "tags":
@@ -131,7 +124,7 @@ class EmulatedLinkTagger(TimeTagger):
         plan = self._planned(request)
         t0 = self.world.now_ps
         offset0 = self.link.offset_ps(t0)
-        delays = self._delay_array_ps.copy()  # latched at the start, as setInputDelay acts on new tags
+        delays = self._delay_array_ps  # latched at the start, as setInputDelay acts on new tags
 
         def sample() -> Acquisition:
             t1 = self.world.now_ps
@@ -173,13 +166,11 @@ class EmulatedLinkTagger(TimeTagger):
         self._choked_until_ps = self.world.now_ps + round(duration_s * PS_PER_S)
 
     def _buffer_hz(self) -> float:
-        if self.world.now_ps >= self._choked_until_ps:
-            self._buffer_rate_hz = self.params.buffer_rate_hz
-        return self._buffer_rate_hz
+        return self._buffer_rate_hz if self.world.env.now < self._choked_until_ps else self.params.buffer_rate_hz
 
     # -- internals ------------------------------------------------------------------------------
-    async def _after(self, duration_ps: int, compute: Callable[[], T]) -> T:
-        """Resolve with ``compute()`` once ``duration_ps`` of virtual time has passed."""
+    def _after(self, duration_ps: int, compute: Callable[[], T]) -> asyncio.Future[T]:
+        """A future resolved with ``compute()`` once ``duration_ps`` of virtual time has passed."""
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
         def done(_event: object) -> None:
@@ -191,7 +182,7 @@ class EmulatedLinkTagger(TimeTagger):
                 fut.set_exception(exc)
 
         self.world.env.timeout(duration_ps).callbacks.append(done)
-        return await fut
+        return fut
 
     def _node_offset_ps(self, name: str, t_ps: int) -> float:
         """Arm delay plus clock phase of node ``name`` for a photon emitted at ``t_ps``."""
@@ -208,18 +199,14 @@ class EmulatedLinkTagger(TimeTagger):
             return self._plan
         self._validate(request)
         link = self.link
-        index = link.channel_index
-        histograms = tuple((h, link.offset_sign(h.start_channel, h.click_channel), index[h.start_channel],
-                            index[h.click_channel]) for h in request.histograms)
         cs = request.coincidences
-        pairs = () if cs is None else cs.pairs
-        n_means = len(request.count_channels) + 4 * len(pairs) + sum(
-            h.n_bins for h in request.histograms if link.peak_shapes(h.start_channel, h.click_channel))
-        plan = _Plan(
-            histograms, cs, None if cs is None else link.coincidence_layout(cs.pairs, cs.window_ps, cs.time_bin_ps),
-            np.array([link.offset_sign(a, b) for a, b in pairs]), np.array([index[a] for a, _ in pairs], dtype=np.intp),
-            np.array([index[b] for _, b in pairs], dtype=np.intp),
-            np.array([index[c] for c in request.count_channels], dtype=np.intp), np.empty(n_means))
+        layout = link.acquisition_layout(
+            tuple((h.start_channel, h.click_channel, h.binwidth_ps) for h in request.histograms),
+            None if cs is None else link.coincidence_layout(cs.pairs, cs.window_ps, cs.time_bin_ps),
+            request.count_channels)
+        plan = _Plan(layout, tuple((h, -(h.n_bins // 2) * h.binwidth_ps, *peaks)
+                                   for h, peaks in zip(request.histograms, layout.histogram_peaks, strict=True)),
+                     np.empty(layout.size), (len(layout.coincidences.pairs), 2, 2))
         self._plan_request, self._plan = request, plan
         return plan
 
@@ -240,76 +227,66 @@ class EmulatedLinkTagger(TimeTagger):
 
     def _sample(self, request: AcquisitionRequest, plan: _Plan, truth: AcquisitionTruth,
                 delays_ps: np.ndarray) -> Acquisition:
-        """The acquisition's measurements; ``delays_ps`` per channel in the order of ``link.channels``."""
-        state = self.link.state(truth.start_ps, truth.end_ps)
-        duration_s = state.duration_s
-        singles_hz = state.rates.singles_hz
-        total_rate = state.rates.total_singles_hz
-        kept = min(1.0, self._buffer_hz() / total_rate) if total_rate > 0 else 1.0
+        """The acquisition's measurements; ``delays_ps`` per channel in the order of ``link.channels``.
+
+        ``stats``: a histogram is its flat accidental background plus the Poisson counts of its peaks;
+        coincidence and channel counts are Poisson counts of their expectations, drawn with the first
+        histogram (:meth:`FlatPoisson.draw`). Every draw is exact.
+        """
+        t0, t1 = truth.start_ps, truth.end_ps
+        d0, d1 = truth.offset_start_ps, truth.offset_end_ps
+        layout = plan.layout
+        buffer_hz = self._buffer_hz()
+        state = None
+        if self.fidelity == "pairs":
+            state = self.link.state(t0, t1)
+            means = state.acquisition_means(layout, d0, d1, delays_ps, buffer_hz, plan.means)
+        else:  # the means straight from the link, without a state object
+            means = self.link.acquisition_means(t0, t1, layout, d0, d1, delays_ps, buffer_hz, plan.means)
+        kept, total_rate = means.item(0), means.item(1)
+        duration_s = (t1 - t0) / PS_PER_S
         overflow = kept < 1.0
-        missed = round((1.0 - kept) * total_rate * duration_s)
+        missed = 0
         if overflow:
+            missed = round((1.0 - kept) * total_rate * duration_s)
             self._overflows += 1
             self._missed_events += missed
-        scale = kept * kept  # a coincidence needs both of its tags kept
-        d0, d1 = truth.offset_start_ps, truth.offset_end_ps
-        pair_delay = delays_ps[plan.coincidence_click] - delays_ps[plan.coincidence_start]
-        r0, r1 = plan.coincidence_sign * d0 + pair_delay, plan.coincidence_sign * d1 + pair_delay
-        if self.fidelity == "pairs":
-            residual = {}
-            for h, sign, a, b in plan.histograms:
-                delay = float(delays_ps[b] - delays_ps[a])
-                residual[(h.start_channel, h.click_channel)] = (sign * d0 + delay, sign * d1 + delay)
-            if plan.coincidences is not None:
-                residual.update(zip(plan.coincidences.pairs, zip(r0.tolist(), r1.tolist(), strict=True),
-                                    strict=True))
-            histograms, counts = self._count_candidates(request, state, residual, scale)
-            rates = self._rng.poisson(singles_hz[plan.count_channels] * kept * duration_s)
+        if state is not None:  # pairs fidelity
+            histograms, counts = self._count_candidates(request, state, d0, d1, delays_ps.tolist(), kept * kept)
+            rates = self._rng.poisson(means[layout.channels_at:])
         else:
-            histograms, counts, rates = self._sample_stats(plan, state, d0, d1, r0, r1, delays_ps, scale, kept)
-        coincidences = None if plan.coincidences is None else CoincidenceCounts(plan.coincidences, counts)
-        count_rates = dict(zip(request.count_channels, (rates / duration_s).tolist(), strict=True))
+            draw = self._sampler.draw
+            counts = np.empty(plan.cells_shape, np.int64)
+            rows, cells = [], counts  # the coincidence cells are drawn along with the first row
+            for i, (h, first_edge_ps, first, last) in enumerate(plan.histograms):
+                row = draw(means.item(2 + i), h.n_bins, first_edge_ps, h.binwidth_ps, means, first, last,
+                           PEAK_SPAN_SIGMAS, layout.coincidences_at, cells)
+                rows.append(CorrelationHistogram(h, row))
+                cells = _NO_COUNTS
+            if cells.size:  # no row to draw them with
+                draw(0.0, 0, 0.0, 1.0, means, 0, 0, 0.0, layout.coincidences_at, cells)
+            histograms = tuple(rows)
+            rates = None
+            if request.count_channels:
+                rates = np.empty(len(request.count_channels), np.int64)
+                draw(0.0, 0, 0.0, 1.0, means, 0, 0, 0.0, layout.channels_at, rates)
+        coincidences = None if request.coincidences is None else CoincidenceCounts(request.coincidences, counts)
+        count_rates = {} if rates is None else dict(
+            zip(request.count_channels, (rates / duration_s).tolist(), strict=True))
         return Acquisition(request, histograms, coincidences, count_rates, overflow, missed)
 
-    def _sample_stats(self, plan: _Plan, state: LinkState, d0: float, d1: float, r0: np.ndarray, r1: np.ndarray,
-                      delays_ps: np.ndarray, scale: float, kept: float
-                      ) -> tuple[tuple[CorrelationHistogram, ...], np.ndarray | None, np.ndarray]:
-        """Histograms, coincidence counts and channel counts drawn from the closed form (``stats``).
-
-        A histogram is its flat accidental background (:class:`FlatPoisson`) plus Poisson counts in the bins
-        under its peaks; all non-flat means of the acquisition go through one ``Generator.poisson`` call.
-        """
-        duration_s = state.duration_s
-        singles_hz = state.rates.singles_hz
-        means = plan.poisson_means
-        histograms, spans = [], []
-        at = 0
-        for h, sign, a, b in plan.histograms:
-            delay = float(delays_ps[b] - delays_ps[a])
-            background = float(singles_hz[a] * singles_hz[b]) / PS_PER_S * h.binwidth_ps * duration_s
-            histograms.append(CorrelationHistogram(h, self._flat_poisson(scale * background, h.n_bins)))
-            lo, peaks = state.histogram_peaks(h.start_channel, h.click_channel, h.binwidth_ps, h.n_bins,
-                                              sign * d0 + delay, sign * d1 + delay)
-            np.multiply(peaks, scale, out=means[at:at + peaks.size])
-            spans.append((lo, at, at + peaks.size))
-            at += peaks.size
-        layout = plan.coincidence_layout
-        n_cells = 0 if layout is None else 4 * len(layout.pairs)
-        if layout is not None:
-            np.multiply(state.expected_coincidence_counts(layout, r0, r1).ravel(), scale, out=means[at:at + n_cells])
-        end = at + n_cells + plan.count_channels.size
-        np.multiply(singles_hz[plan.count_channels], kept * duration_s, out=means[at + n_cells:end])
-        drawn = self._rng.poisson(means[:end])
-        for histogram, (lo, first, last) in zip(histograms, spans, strict=True):
-            histogram.counts[lo:lo + last - first] += drawn[first:last]
-        counts = None if layout is None else drawn[at:at + n_cells].reshape(-1, 2, 2)
-        return tuple(histograms), counts, drawn[at + n_cells:]
-
-    def _count_candidates(self, request: AcquisitionRequest, state: LinkState,
-                          residual: dict[tuple[int, int], tuple[float, float]],
+    def _count_candidates(self, request: AcquisitionRequest, state: LinkState, d0: float, d1: float,
+                          delays_ps: list[float],
                           scale: float) -> tuple[tuple[CorrelationHistogram, ...], np.ndarray | None]:
-        """Histograms and coincidence counts from individually sampled candidates (``pairs`` fidelity)."""
+        """Histograms and coincidence counts from individually sampled candidates (``pairs`` fidelity); a pair's
+        residual offset is sign·Δ + delay(click) − delay(start), with Δ from ``d0`` to ``d1``."""
         cs = request.coincidences
+        index = self.link.channel_index
+        residual = {}
+        pairs = [(h.start_channel, h.click_channel) for h in request.histograms] + list(cs.pairs if cs else ())
+        for a, b in pairs:
+            sign, delay = self.link.offset_sign(a, b), delays_ps[index[b]] - delays_ps[index[a]]
+            residual[(a, b)] = (sign * d0 + delay, sign * d1 + delay)
         candidates = {}
         for pair in residual:
             lo, hi = candidate_range(pair, request.histograms, cs)

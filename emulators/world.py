@@ -2,25 +2,41 @@
 
 Every device draws from its own ``numpy.random.Generator``, derived from the scenario seed and the
 device's name, so adding a device or reordering construction never changes another device's stream.
+
+The ``stats`` fidelity's exact Poisson samplers are compiled (numba, cached on disk): a 0.5 s acquisition
+draws ~1300 Poisson counts, and numpy's per-call overhead alone (~8 µs for ``Generator.poisson`` on an
+array) exceeds the time budget of the whole acquisition. They draw straight from the device generator's
+own bit generator (numpy's C ``bitgen_t``), so the stream stays the device's and the run stays
+reproducible; Poisson counts are drawn exactly, by inversion below a mean of 10 and by Hörmann's PTRS
+transformed rejection (as numpy does) above.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator
 
 import numpy as np
 import simpy
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 from scipy.special import pdtr
 
 PS_PER_S = 1_000_000_000_000
 _FLAT_GRID = 8  # FlatPoisson tables at λ0 = multiples of 1/8
-_FLAT_CELLS = 1 << 16  # cells of a FlatPoisson table
-_CELL_SHIFT = np.uint64(64 - 16)  # raw bits → cell
+_CELL_BITS = 16  # a FlatPoisson table has 2¹⁶ cells of the uniform's range ...
+_CELLS_PER_WORD = 64 // _CELL_BITS  # ... and a 64-bit word picks four of them
 _FLOAT_SHIFT = np.uint64(11)  # raw bits → 53-bit integer of a uniform
 _FLOAT_UNIT = 2.0**-53
-_FLAT_BATCH = 1 << 15  # FlatPoisson draws rows of up to this many entries ahead, this many at a time
+_PTRS_MIN_MEAN = 10.0  # Poisson means from here on are drawn by PTRS, below by inversion
+_CORE_MIN_COUNT = 2.0  # peak bins expecting fewer counts than about this are drawn as single points
+_SQRT_HALF = math.sqrt(0.5)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_NO_MEANS = np.empty(0)
+_NO_COUNTS = np.empty(0, np.int64)
+_NO_TABLE = (np.empty(0, np.int32), np.empty(0), 0)  # a FlatPoisson table for λ0 = 0
+_RECIPROCALS = 1.0 / np.maximum(np.arange(64), 1)  # 1/k, for the inversion's pmf recurrence
 
 
 class World:
@@ -56,73 +72,258 @@ class NormalStream:
         return z
 
 
+@intrinsic
+def _next_word(typingctx, bitgen_address):  # type: ignore[no-untyped-def]
+    """The next 64-bit word of the numpy C ``bitgen_t`` at ``bitgen_address``: its ``next_uint64(state)``."""
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        void_p = ir.IntType(8).as_pointer()
+        next_uint64 = ir.FunctionType(ir.IntType(64), [void_p]).as_pointer()
+        bitgen = builder.inttoptr(args[0], ir.LiteralStructType([void_p, next_uint64]).as_pointer())
+        zero, one = ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 1)
+        state = builder.load(builder.gep(bitgen, [zero, zero]))
+        return builder.call(builder.load(builder.gep(bitgen, [zero, one])), [state])
+
+    return types.uint64(types.uintp), codegen
+
+
+def bit_generator_address(rng: np.random.Generator) -> int:
+    """Address of ``rng``'s C ``bitgen_t`` for the compiled samplers; valid while ``rng`` lives (keep it). The
+    samplers bypass the bit generator's lock: a device's generator is only ever used by its own thread."""
+    return rng.bit_generator.ctypes.bit_generator.value
+
+
+@njit(cache=True)
+def _uniform(bitgen: int) -> float:
+    """A uniform in [0, 1) made as ``Generator.random`` makes it: the word's leading 53 bits."""
+    return (_next_word(bitgen) >> _FLOAT_SHIFT) * _FLOAT_UNIT
+
+
+@njit(cache=True)
+def _poisson(bitgen: int, mean: float) -> int:
+    """One Poisson(``mean``) count: inversion by chop-down search below 10, else PTRS (Hörmann 1993, as numpy)."""
+    if mean < _PTRS_MIN_MEAN:
+        u = _uniform(bitgen)
+        p = math.exp(-mean)
+        cdf = p
+        k = 0
+        while u >= cdf and p > 0.0:
+            k += 1
+            p *= mean * _RECIPROCALS[k] if k < _RECIPROCALS.size else mean / k
+            cdf += p
+        return k
+    b = 0.931 + 2.53 * math.sqrt(mean)
+    a = -0.059 + 0.02483 * b
+    v_r = 0.9277 - 3.6224 / (b - 2.0)
+    while True:
+        u = _uniform(bitgen) - 0.5
+        v = _uniform(bitgen)
+        us = 0.5 - abs(u)
+        if us <= 0.0:
+            continue
+        k = math.floor((2.0 * a / us + b) * u + mean + 0.43)
+        if us >= 0.07 and v <= v_r:
+            return k
+        if k < 0 or (us < 0.013 and v > us):
+            continue
+        inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+        if (math.log(v) + math.log(inv_alpha) - math.log(a / (us * us) + b)
+                <= -mean + k * math.log(mean) - math.lgamma(k + 1.0)):
+            return k
+
+
+@njit(cache=True)
+def _flat_row(bitgen: int, cells: np.ndarray, cdf: np.ndarray, k_min: int, extra: float, n: int) -> np.ndarray:
+    """``n`` Poisson counts: table part (``cells`` empty: none) plus a Poisson(``extra``) total spread uniformly."""
+    counts = np.empty(n, np.int64)
+    if cells.size == 0:
+        counts[:] = 0
+    else:
+        word = np.uint64(0)
+        for i in range(n):
+            part = i % _CELLS_PER_WORD
+            if part == 0:
+                word = _next_word(bitgen)
+            cell = (word >> np.uint64(64 - _CELL_BITS * (part + 1))) & np.uint64((1 << _CELL_BITS) - 1)
+            k = cells[cell]
+            if k < 0:  # the cell straddles a step of the CDF: the uniform within the cell decides
+                u = (cell + _uniform(bitgen)) * (1.0 / (1 << _CELL_BITS))
+                k = np.searchsorted(cdf, u, side="right") + k_min
+            counts[i] = k
+    for _ in range(_poisson(bitgen, extra) if extra > 0.0 else 0):  # bins ⌊u·n⌋: exact for n = 2^j, else bias < n·2⁻⁵³
+        counts[int(_uniform(bitgen) * n)] += 1
+    return counts
+
+
+@njit(cache=True)
+def _tail(z: float) -> float:
+    """P(Z > |z|) for a standard normal Z, precise however far out."""
+    return 0.5 * math.erfc(abs(z) * _SQRT_HALF)
+
+
+@njit(cache=True)
+def _mass(z0: float, tail0: float, z1: float, tail1: float) -> float:
+    """P(z0 < Z < z1) from the two edges and their tails ``_tail(z)``, without cancellation in either tail."""
+    if z1 <= 0.0:
+        return tail1 - tail0
+    if z0 >= 0.0:
+        return tail0 - tail1
+    return 1.0 - tail0 - tail1
+
+
+@njit(cache=True)
+def _span(first_edge_ps: float, binwidth_ps: float, n_bins: int, centre_ps: float, sigma_ps: float,
+          span_sigmas: float) -> tuple[int, int]:
+    """The bins [lo, hi) of a row within ±``span_sigmas`` σ of a peak."""
+    lo = max(math.floor((centre_ps - span_sigmas * sigma_ps - first_edge_ps) / binwidth_ps), 0)
+    hi = min(math.ceil((centre_ps + span_sigmas * sigma_ps - first_edge_ps) / binwidth_ps), n_bins)
+    return lo, max(hi, lo)
+
+
+@njit(cache=True)
+def _gaussian_bin_means(first_edge_ps: float, binwidth_ps: float, n_bins: int, centre_ps: float, sigma_ps: float,
+                        total: float, span_sigmas: float) -> tuple[int, np.ndarray]:
+    lo, hi = _span(first_edge_ps, binwidth_ps, n_bins, centre_ps, sigma_ps, span_sigmas)
+    means = np.empty(hi - lo)
+    inv_sigma = 1.0 / sigma_ps
+    z0 = (first_edge_ps + lo * binwidth_ps - centre_ps) * inv_sigma
+    tail0 = _tail(z0)
+    for i in range(lo, hi):
+        z1 = (first_edge_ps + (i + 1) * binwidth_ps - centre_ps) * inv_sigma  # as _add_gaussian_peak has it
+        tail1 = _tail(z1)
+        means[i - lo] = total * _mass(z0, tail0, z1, tail1)
+        z0, tail0 = z1, tail1
+    return lo, means
+
+
+@njit(cache=True)
+def _normal_between(bitgen: int, a: float, b: float) -> float:
+    """A standard normal conditioned on [a, b), 0 < a < b: Marsaglia's tail method, rejecting beyond b."""
+    while True:
+        x = math.sqrt(a * a - 2.0 * math.log(1.0 - _uniform(bitgen)))
+        if _uniform(bitgen) * x < a and x < b:
+            return x
+
+
+@njit(cache=True)
+def _add_gaussian_peak(bitgen: int, counts: np.ndarray, first_edge_ps: float, binwidth_ps: float,
+                       centre_ps: float, sigma_ps: float, total: float, span_sigmas: float) -> None:
+    """Add to ``counts`` Poisson counts of the means :func:`gaussian_bin_means` gives (see :class:`FlatPoisson`)."""
+    lo, hi = _span(first_edge_ps, binwidth_ps, counts.size, centre_ps, sigma_ps, span_sigmas)
+    if total <= 0.0 or lo == hi:
+        return
+    # The core: bins within ±k σ, k where a bin expects about _CORE_MIN_COUNT counts (k ≥ 1).
+    h = binwidth_ps / sigma_ps
+    k = max(math.sqrt(2.0 * math.log(max(total * h / (_SQRT_2PI * _CORE_MIN_COUNT), 1.0))), 1.0)
+    core_lo = min(max(math.floor((centre_ps - k * sigma_ps - first_edge_ps) / binwidth_ps), lo), hi)
+    core_hi = min(max(math.ceil((centre_ps + k * sigma_ps - first_edge_ps) / binwidth_ps), core_lo), hi)
+    inv_sigma = 1.0 / sigma_ps
+    z_core_lo = (first_edge_ps + core_lo * binwidth_ps - centre_ps) * inv_sigma
+    z0, tail0 = z_core_lo, _tail(z_core_lo)
+    tail_core_lo = tail0
+    for i in range(core_lo, core_hi):
+        z1 = (first_edge_ps + (i + 1) * binwidth_ps - centre_ps) * inv_sigma
+        tail1 = _tail(z1)
+        counts[i] += _poisson(bitgen, total * _mass(z0, tail0, z1, tail1))
+        z0, tail0 = z1, tail1
+    # The tails [lo, core_lo) and [core_hi, hi), beyond k σ: a Poisson number of points, each placed exactly.
+    if core_lo > lo:
+        z_lo = (first_edge_ps + lo * binwidth_ps - centre_ps) * inv_sigma
+        for _ in range(_poisson(bitgen, total * (tail_core_lo - _tail(z_lo)))):
+            x = _normal_between(bitgen, -z_core_lo, -z_lo)
+            i = math.floor((centre_ps - sigma_ps * x - first_edge_ps) / binwidth_ps)
+            counts[min(max(i, lo), core_lo - 1)] += 1
+    if core_hi < hi:
+        z_hi = (first_edge_ps + hi * binwidth_ps - centre_ps) * inv_sigma
+        for _ in range(_poisson(bitgen, total * (tail0 - _tail(z_hi)))):
+            x = _normal_between(bitgen, z0, z_hi)
+            i = math.floor((centre_ps + sigma_ps * x - first_edge_ps) / binwidth_ps)
+            counts[min(max(i, core_hi), hi - 1)] += 1
+
+
+@njit(cache=True)
+def _draw(bitgen: int, cells: np.ndarray, cdf: np.ndarray, k_min: int, extra: float, n: int, first_edge_ps: float,
+          binwidth_ps: float, means: np.ndarray, peaks_first: int, peaks_last: int, span_sigmas: float,
+          counts_first: int, counts: np.ndarray) -> np.ndarray:
+    """See :meth:`FlatPoisson.draw`; the flat part's table (cells, CDF, first count) and the rest (``extra``)."""
+    row = _flat_row(bitgen, cells, cdf, k_min, extra, n)
+    for k in range(peaks_first, peaks_last, 3):
+        _add_gaussian_peak(bitgen, row, first_edge_ps, binwidth_ps, means[k], means[k + 1], means[k + 2], span_sigmas)
+    flat_counts = counts.reshape(counts.size)
+    for i in range(counts.size):
+        flat_counts[i] = _poisson(bitgen, means[counts_first + i])
+    return row
+
+
+def gaussian_bin_means(first_edge_ps: float, binwidth_ps: float, n_bins: int, centre_ps: float, sigma_ps: float,
+                       total: float, span_sigmas: float) -> tuple[int, np.ndarray]:
+    """Expected counts total·P(bin) of a Gaussian peak (centre, sigma, ps) holding ``total`` counts in all, in
+    the bins of a row (bin i from first_edge + i·binwidth, ps) within ±``span_sigmas`` σ of its centre:
+    (first bin, counts)."""
+    return _gaussian_bin_means(first_edge_ps, binwidth_ps, n_bins, centre_ps, sigma_ps, total, span_sigmas)
+
+
 class FlatPoisson:
-    """Rows of independent Poisson(λ) counts with one λ (a flat background), sampled exactly but cheaply.
+    """Rows of independent Poisson(λ) counts with one λ (a flat background), sampled exactly but cheaply,
+    optionally with the Poisson counts of Gaussian peaks on top (a correlation histogram) and, in the same
+    pass, Poisson counts of any other means (coincidences).
 
     λ = λ0 + δ with λ0 on a grid of 1/8. The Poisson(λ0) part inverts one uniform per entry through a
-    cached table of 2¹⁶ cells of the uniform's range (its leading 16 bits): a cell lying within one step of
-    the CDF gives its count at once, and the few cells that straddle a step are resolved by a binary
-    search on the CDF itself, so the inversion is exact to the CDF's float precision (tails beyond 12 σ,
-    < 1e-30, are folded into the last count kept). The Poisson(δ) part places a Poisson(n·δ) number of
-    single counts uniformly over the row (Poisson counts in n bins are a Poisson total spread
-    multinomially), and a sum of independent Poissons is Poisson(λ0 + δ). Rows of up to 2¹⁵ entries are
-    inverted 2¹⁵ entries at a time and handed out one by one (independent draws, whenever they are used).
-    A row of 1024 at λ ≈ 16 costs ~8 µs against ~50 µs for ``Generator.poisson``; a new λ0 builds its
-    table once (~1 ms).
+    cached table of 2¹⁶ cells of the uniform's range (its leading 16 bits, so one 64-bit word serves four
+    entries): a cell lying within one step of the CDF gives its count at once, and the few cells that
+    straddle a step draw the uniform's position within the cell and search the CDF itself, so the inversion
+    is exact to the CDF's float precision (tails beyond 12 σ, < 1e-30, are folded into the last count
+    kept). The Poisson(δ) part places a Poisson(n·δ) number of single counts uniformly over the row
+    (Poisson counts in n bins are a Poisson total spread multinomially), and a sum of independent Poissons
+    is Poisson(λ0 + δ). A row of 1024 at λ ≈ 16 costs ~3 µs; a new λ0 builds its table once (~1 ms).
+
+    A peak's core (bins expecting ≳ 2 counts) gets one Poisson count per bin; its tails get a Poisson
+    number of points, each drawn from the normal conditioned on its tail (Marsaglia's tail method) and
+    binned, so both are exact and the tails cost per count instead of per bin. Other means are drawn one
+    by one (:func:`_poisson`).
     """
 
     def __init__(self, rng: np.random.Generator, kept: int = 8) -> None:
-        self._rng = rng
-        self._kept = kept  # tables and batches of rows kept, least recently used dropped
+        self._rng = rng  # keeps the bit generator, and so the address, alive
+        self._bitgen = bit_generator_address(rng)
+        self._kept = kept  # tables kept, least recently used dropped
         self._tables: dict[float, tuple[np.ndarray, np.ndarray, int]] = {}  # λ0 → (cells, CDF, first count)
-        self._batches: dict[tuple[float, int], Iterator[np.ndarray]] = {}  # (λ0, n) → rows drawn ahead
+        self._latest: tuple[float, tuple[np.ndarray, np.ndarray, int]] = (0.0, _NO_TABLE)  # λ0, table
 
     def __call__(self, mean: float, n: int) -> np.ndarray:
         """``n`` independent Poisson(``mean``) counts, int64."""
-        rng = self._rng
+        return self.draw(mean, n, 0.0, 1.0, _NO_MEANS, 0, 0, 0.0, 0, _NO_COUNTS)
+
+    def draw(self, mean: float, n: int, first_edge_ps: float, binwidth_ps: float, means: np.ndarray,
+             peaks_first: int, peaks_last: int, span_sigmas: float, counts_first: int,
+             counts: np.ndarray) -> np.ndarray:
+        """A row of ``n`` counts (int64): Poisson(``mean``) plus, for each (centre ps, sigma ps, total) of
+        ``means[peaks_first:peaks_last]`` in threes, Poisson counts of the means :func:`gaussian_bin_means`
+        gives (bin i from first_edge + i·binwidth, ps). Also fills ``counts`` (int64, C-contiguous, any shape)
+        with Poisson counts of the means from ``means[counts_first]`` on."""
         base = math.floor(mean * _FLAT_GRID) / _FLAT_GRID
-        counts = self._base_row(base, n) if base > 0 else np.zeros(n, np.int64)
-        extra = mean - base
-        if extra > 0:  # uniform bins as ⌊u·n⌋: exact for n a power of two, else biased by < n·2⁻⁵³
-            np.add.at(counts, (rng.random(rng.poisson(extra * n)) * n).astype(np.intp), 1)
-        return counts
-
-    def _base_row(self, base: float, n: int) -> np.ndarray:
-        """A row of Poisson(λ0 = ``base``) counts; short rows come from a batch drawn ahead, sharing its fixed cost."""
-        if n > _FLAT_BATCH:
-            return self._invert(base, n)
-        key = (base, n)
-        rows = self._batches.pop(key, None)
-        row = None if rows is None else next(rows, None)
-        if row is None:
-            rows = iter(self._invert(base, _FLAT_BATCH // n * n).reshape(-1, n))
-            row = next(rows)
-            if len(self._batches) >= self._kept:
-                del self._batches[next(iter(self._batches))]
-        self._batches[key] = rows
-        return row.copy()
-
-    def _invert(self, base: float, n: int) -> np.ndarray:
-        cells, cdf, k_min = self._table(base)
-        raw = self._rng.bit_generator.random_raw(n)  # the 64 random bits from which Generator.random takes 53
-        counts = cells.take(raw >> _CELL_SHIFT)  # the cell is the uniform's leading 16 bits
-        straddling = np.flatnonzero(counts < 0)
-        if straddling.size:
-            u = (raw[straddling] >> _FLOAT_SHIFT) * _FLOAT_UNIT  # the uniform, as Generator.random makes it
-            counts[straddling] = np.searchsorted(cdf, u, side="right") + k_min
-        return counts
+        latest_base, (cells, cdf, k_min) = self._latest  # the background usually stays on one grid point
+        if base != latest_base:
+            cells, cdf, k_min = self._table(base)
+        return _draw(self._bitgen, cells, cdf, k_min, (mean - base) * n, n, first_edge_ps, binwidth_ps, means,
+                     peaks_first, peaks_last, span_sigmas, counts_first, counts)
 
     def _table(self, mean: float) -> tuple[np.ndarray, np.ndarray, int]:
+        """The table of Poisson(``mean``), or none (empty cells) for 0."""
+        if mean == 0:
+            self._latest = (0.0, _NO_TABLE)
+            return _NO_TABLE
         table = self._tables.pop(mean, None)
         if table is None:
             spread = 12.0 * math.sqrt(mean) + 12.0
             k_min = max(0, math.floor(mean - spread))
             cdf = pdtr(np.arange(k_min, math.ceil(mean + spread) + 1), mean)
-            edges = np.arange(_FLAT_CELLS + 1) / _FLAT_CELLS
+            edges = np.arange((1 << _CELL_BITS) + 1) / (1 << _CELL_BITS)
             lo = np.searchsorted(cdf, edges[:-1], side="right")  # count at a cell's lowest uniform
             hi = np.searchsorted(cdf, edges[1:], side="left")  # count just below its highest
-            table = (np.where(lo == hi, lo + k_min, -1).astype(np.int64), cdf, k_min)
+            table = (np.where(lo == hi, lo + k_min, -1).astype(np.int32), cdf, k_min)
             if len(self._tables) >= self._kept:
                 del self._tables[next(iter(self._tables))]
         self._tables[mean] = table
+        self._latest = (mean, table)
         return table
