@@ -362,8 +362,8 @@ class LinkStack:
             if node not in rates or other not in rates:
                 continue
             ratio = rates[node] / rates[other]
-            now = self._ratio_now[node] = self._ratio_now.get(node, ratio) + smooth * (
-                ratio - self._ratio_now.get(node, ratio))
+            before = self._ratio_now.get(node, ratio)
+            now = self._ratio_now[node] = before + smooth * (ratio - before)
             reference = self._ratio_ref.setdefault(node, now)
             drop = 1.0 - now / reference
             key = f"efficiency drop at {node}"
