@@ -18,6 +18,7 @@ from drivers.interfaces.tagger import (
     Acquisition,
     AcquisitionRequest,
     CoincidenceCounts,
+    CoincidenceEvents,
     CorrelationHistogram,
     EventType,
     TagBlock,
@@ -33,6 +34,13 @@ def _differences(start: np.ndarray, click: np.ndarray, lo_ps: int, hi_ps: int) -
     offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
     start_idx = np.repeat(first, n) + offsets
     return click[click_of] - start[start_idx], start_idx
+
+
+def _events(found: list[tuple[np.ndarray, np.ndarray]]) -> CoincidenceEvents:
+    """Coincidences of every pair in the order of their start tags."""
+    times = np.concatenate([t for t, _ in found])
+    cells = np.concatenate([c for _, c in found]).astype(np.uint8)[np.argsort(times, kind="stable")]
+    return CoincidenceEvents(cells >> 2, (cells >> 1) & 1, cells & 1)
 
 
 def measure(block: TagBlock, request: AcquisitionRequest) -> Acquisition:
@@ -58,6 +66,7 @@ def measure(block: TagBlock, request: AcquisitionRequest) -> Acquisition:
     if cs is not None:
         counts = np.zeros((len(cs.pairs), 2, 2), np.int64)
         half, slot = cs.window_ps // 2, cs.time_bin_ps
+        found: list[tuple[np.ndarray, np.ndarray]] = []  # per pair: start times and cells of its coincidences
         for i, (a, b) in enumerate(cs.pairs):
             start = of(a)
             diffs, start_idx = _differences(start, of(b), -slot - half, slot + half + 1)
@@ -66,8 +75,11 @@ def measure(block: TagBlock, request: AcquisitionRequest) -> Acquisition:
             other = np.abs(diffs - (1 - 2 * bits) * slot) <= half
             kept = same | other
             click_bits = np.where(same[kept], bits[kept], 1 - bits[kept])
-            counts[i] = np.bincount(2 * bits[kept] + click_bits, minlength=4).reshape(2, 2)
-        coincidences = CoincidenceCounts(cs, counts)
+            cells = 2 * bits[kept] + click_bits
+            counts[i] = np.bincount(cells, minlength=4).reshape(2, 2)
+            if request.coincidence_events:
+                found.append((start[start_idx[kept]], cells + 4 * i))
+        coincidences = CoincidenceCounts(cs, counts, _events(found) if request.coincidence_events else None)
     duration_s = request.duration_ps / 1e12
     rates = {c: of(c).size / duration_s for c in request.count_channels}
     overflow = bool(np.any(block.event_types == EventType.OVERFLOW_BEGIN))

@@ -12,7 +12,7 @@ from rich.console import Console
 from bench import vtime
 from bench.monitor import Monitor
 from bench.progress import Progress
-from bench.report import compute_metrics, evaluate, score_sync, write_report
+from bench.report import compute_metrics, distillation_summary, evaluate, score_sync, write_report
 from bench.rig import build_emulated_rig
 from bench.scenario import Scenario
 from bench.stack import LinkStack
@@ -37,7 +37,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, seed: int | None = None, 
     rig = build_emulated_rig(scenario, seed)
     monitor = Monitor() if monitor is None else monitor
     score_sync(monitor, rig.emulator.true_offset_ps)
-    stack = LinkStack(rig.devices(), scenario.stack, monitor)
+    stack = LinkStack(rig.devices(), scenario.stack, monitor, seed=seed, key_dir=out_dir / "keys")
     display = Progress(console, monitor, duration_s) if (progress and console is not None) else None
 
     async def main() -> None:
@@ -48,10 +48,13 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, seed: int | None = None, 
                 shown.cancel()
 
     wall0 = vtime.wall_clock_s()
-    vtime.run(main(), rig.env)
+    try:
+        vtime.run(main(), rig.env)
+    finally:
+        stack.close()
     wall_s = vtime.wall_clock_s() - wall0
 
-    metrics = compute_metrics(stack.totals, monitor, stack.supervisor, duration_s)
+    metrics = compute_metrics(stack, monitor, duration_s)
     report = {
         "scenario": scenario.name,
         "seed": seed,
@@ -61,11 +64,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, seed: int | None = None, 
         "speedup": duration_s / wall_s if wall_s > 0 else None,
         "metrics": metrics,
         "acceptance": evaluate(dict(scenario.acceptance), metrics),
-        "distillation": {
-            "mode": "asymptotic-estimate",
-            "fraction_distilled": 0.0,
-            "note": "secret key is R = N_z[1 - f h(E_z) - h(E_x)] per key block; no EC/PA run yet",
-        },
+        "distillation": distillation_summary(stack),
         "link": {"total_loss_db": rig.total_loss_db},
         "events": [{"t_s": t, "event": text} for t, text in monitor.events],
         "fault_episodes": [e.as_dict() for e in stack.supervisor.episodes],

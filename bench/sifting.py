@@ -5,14 +5,18 @@ Alice's frame announcement defines (:class:`CoincidenceSpec`); it is in error wh
 other slot's window. An X-basis sifted bit is a central-peak coincidence between the two nodes'
 interferometer outputs (the diagonal cells; the off-diagonal ones hold the ±T side peaks); it is in error
 when the outputs differ (the phase lock holds the correlated state). Counts arrive per acquisition as the
-tagger's Z-resolved coincidence matrix.
+tagger's Z-resolved coincidence matrix; for key distillation also one by one (:func:`sift_events`), which
+gives each party its own bits: Alice's Z bit is her start tag's slot, Bob's the window his click fell in;
+an X bit is which interferometer output clicked (+ → 0, − → 1).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.interfaces.tagger import CoincidenceCounts, CoincidenceSpec
+import numpy as np
+
+from drivers.interfaces.tagger import CoincidenceCounts, CoincidenceEvents, CoincidenceSpec
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,25 @@ def sift(counts: CoincidenceCounts) -> SiftedTally:
     same = int(c[1].trace() + c[4].trace())
     differ = int(c[2].trace() + c[3].trace())
     return SiftedTally(n_z, errors_z, same + differ, differ)
+
+
+@dataclass(frozen=True)
+class PartyBits:
+    """One party's sifted bits of an acquisition, in time order (uint8 0/1)."""
+
+    z: np.ndarray
+    x: np.ndarray
+
+
+def sift_events(events: CoincidenceEvents) -> tuple[PartyBits, PartyBits]:
+    """Alice's and Bob's sifted bits from coincidences laid out by :meth:`LinkChannels.coincidence_spec`:
+    pair 0 is Z, pairs 1–4 are the X outputs ++, +−, −+, −− and count only in their central peak (the
+    diagonal cells), as :func:`sift` counts them."""
+    pair = events.pair
+    z = pair == 0
+    x = (pair > 0) & (events.start_bit == events.click_bit)
+    x_pair = pair[x]
+    alice_x = (x_pair >= 3).astype(np.uint8)
+    bob_x = ((x_pair == 2) | (x_pair == 4)).astype(np.uint8)
+    return (PartyBits(events.start_bit[z].astype(np.uint8), alice_x),
+            PartyBits(events.click_bit[z].astype(np.uint8), bob_x))

@@ -11,8 +11,11 @@ tagger without on-device measurements, the stack counts them from the interval's
 - reads the fault signals — a node's counts vanish, the sync peak fades, a QBER climbs, the tagger
   overflows, an instrument stops answering — and lets the :class:`bench.supervisor.Supervisor` book the
   episode while it takes the recovery action;
-- in key mode, tallies the sifted bits into key blocks whose secret length is the asymptotic
-  R = N_z[1 − f·h(E_z) − h(E_x)].
+- in key mode, tallies the sifted bits into 10 s key blocks (QBERs, sifted rate and the asymptotic
+  estimate R = N_z[1 − f·h(E_z) − h(E_x)] for comparison), and hands the coincidences of the acquisitions
+  chosen for distillation (``distillation.fraction`` of them) one by one to Alice and Bob
+  (:mod:`bench.distill`), whose blocks run Cascade, verification and privacy amplification over their
+  classical channel into their key stores.
 
 Every ``supervisor.status_poll_s`` it also asks each instrument for its status: a clock that reports loss
 of lock, or an instrument that does not answer, is an episode of its own. Knows only the driver contracts
@@ -24,17 +27,20 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bench.distill import DistillationSettings, Distillery
 from bench.keyrate import asymptotic_secret_bits
 from bench.monitor import Monitor
 from bench.phase_lock import FringeScan, PhaseLock, PhaseLockSettings
 from bench.polarization_control import PolarizationControlSettings, PolarizationLoop
 from bench.pump_control import PumpControlSettings, PumpOptimiser
-from bench.sifting import LinkChannels, SiftedTally, sift
+from bench.sifting import LinkChannels, SiftedTally, sift, sift_events
 from bench.supervisor import Mode, Supervisor, SupervisorSettings
 from bench.sync import PS_PER_S, SyncAcquisitionFailed, SyncSettings, SyncTracker
 from drivers.errors import DeviceTimeout, DriverError
@@ -50,6 +56,7 @@ from drivers.interfaces import (
 )
 
 T = TypeVar("T")
+DISTILLATION_STREAM = 0x4B4559  # "KEY": the distillation's random stream, beside the scenario seed
 MAX_RETRY_S = 60.0  # longest back-off between two calls to an instrument that keeps failing
 EFFICIENCY_SMOOTHING_S = 4.0  # count-rate ratios are smoothed over this before a drop is called (an
 # actuator wrapping by a turn dips the rate for ~2 s: the polarization loop's business, not an episode)
@@ -72,6 +79,7 @@ class StackSettings(BaseModel):
     phase_lock: PhaseLockSettings = Field(default_factory=PhaseLockSettings)
     polarization: PolarizationControlSettings = Field(default_factory=PolarizationControlSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    distillation: DistillationSettings = Field(default_factory=DistillationSettings)
 
     @model_validator(mode="after")
     def _window_fits_in_a_slot(self) -> StackSettings:
@@ -101,7 +109,7 @@ class LinkDevices:
 @dataclass
 class KeyTotals:
     tally: SiftedTally = field(default_factory=SiftedTally)
-    secret_bits: float = 0.0
+    secret_bits_asymptotic: float = 0.0  # Σ over key blocks of N_z[1 − f·h(E_z) − h(E_x)]
     key_time_s: float = 0.0  # time spent generating key
     blocks: int = 0
 
@@ -134,7 +142,11 @@ class RollingTally:
 
 
 class LinkStack:
-    def __init__(self, devices: LinkDevices, settings: StackSettings, monitor: Monitor) -> None:
+    """``seed`` seeds the distillation's random draws; ``key_dir`` holds the parties' key stores (None: a
+    temporary directory). :meth:`close` closes the stores."""
+
+    def __init__(self, devices: LinkDevices, settings: StackSettings, monitor: Monitor, *, seed: int = 0,
+                 key_dir: Path | None = None) -> None:
         self.devices = devices
         self.tagger = devices.tagger
         self.channels = devices.channels
@@ -168,6 +180,10 @@ class LinkStack:
         self._request = AcquisitionRequest(
             round(s.sync.acquisition_s * PS_PER_S), histograms=(self.sync.fine_spec,), coincidences=spec,
             count_channels=tuple(ch for chs in self._node_channels.values() for ch in chs))
+        self._key_request = replace(self._request, coincidence_events=True)
+        self.distillery = (Distillery(s.distillation, np.random.default_rng([seed, DISTILLATION_STREAM]), key_dir)
+                           if s.distillation.enabled else None)
+        self._distil_credit = 0.0  # acquisitions owed to distillation (adds up ``fraction`` per key acquisition)
 
     @property
     def mode(self) -> Mode:
@@ -196,6 +212,14 @@ class LinkStack:
                 self.supervisor.enter(Mode.DEGRADED, self._now(), str(exc))
                 await asyncio.sleep(self.settings.supervisor.retry_s)
         self._close_block(self._now())
+        if self.distillery is not None:
+            await self.distillery.flush(self._qber_z_estimate())
+            await self.distillery.pause()
+
+    def close(self) -> None:
+        """Close the key stores (after the last :meth:`run`)."""
+        if self.distillery is not None:
+            self.distillery.close()
 
     # -- instruments --------------------------------------------------------------------------
     def _device_failed(self, exc: DriverError, link_level: bool) -> None:
@@ -280,7 +304,11 @@ class LinkStack:
         s = self.settings
         acq_s = s.sync.acquisition_s
         await self.sync.compensate(self.sync.predict_ps(self._now() + acq_s / 2))
-        acq = await self.sync.readout.acquire(self._request)
+        distil = False
+        if self.distillery is not None and self.mode is Mode.KEY:
+            self._distil_credit += s.distillation.fraction
+            distil = self._distil_credit >= 1.0 - 1e-9
+        acq = await self.sync.readout.acquire(self._key_request if distil else self._request)
         self._backoff.pop(self.tagger.name, None)
         t = self._now()
         t_mid = t - acq_s / 2
@@ -318,6 +346,11 @@ class LinkStack:
             self.supervisor.clear_link_faults(t)
         self._block = self._block + tally
         self._block_time_s += acq_s
+        events = acq.coincidences.events
+        if distil and events is not None:
+            self._distil_credit -= 1.0
+            assert self.distillery is not None
+            self.distillery.add(*sift_events(events), self._qber_z_estimate())
         if self._block_time_s >= s.key_block_s - 1e-9:
             self._close_block(t)
 
@@ -457,6 +490,24 @@ class LinkStack:
         self._pol_s = 0.0
 
     # -- key ----------------------------------------------------------------------------------
+    def _qber_z_estimate(self) -> float:
+        """Public QBERz estimate for Cascade's block sizes: the rolling one, else the run's."""
+        for tally in (self._rolling.total, self.totals.tally):
+            if tally.n_z:
+                return tally.qber_z
+        return self.settings.pump.target_qber_z
+
+    def secret_fraction(self, tally: SiftedTally | None = None) -> float:
+        """Secret bits per sifted Z bit: what the distilled blocks reached so far; before any block (or with
+        distillation off) the asymptotic estimate for ``tally`` (default: the run's)."""
+        if self.distillery is not None and self.distillery.totals.secret_fraction is not None:
+            return self.distillery.totals.secret_fraction
+        tally = self.totals.tally if tally is None else tally
+        if not tally.n_z:
+            return 0.0
+        qx = tally.qber_x if tally.n_x else 0.5
+        return asymptotic_secret_bits(tally.n_z, tally.qber_z, qx, self.settings.ec_efficiency) / tally.n_z
+
     def _close_block(self, t_s: float) -> None:
         block, duration_s = self._block, self._block_time_s
         if duration_s <= 0 or block.n_z == 0:
@@ -466,13 +517,14 @@ class LinkStack:
         secret = asymptotic_secret_bits(block.n_z, qz, qx, self.settings.ec_efficiency)
         t = self.totals
         t.tally = t.tally + block
-        t.secret_bits += secret
+        t.secret_bits_asymptotic += secret
         t.key_time_s += duration_s
         t.blocks += 1
         m = self.monitor
         m.record("qber_z", t_s, qz)
         m.record("qber_x", t_s, qx)
         m.record("sifted_key_rate_bps", t_s, block.n_z / duration_s)
-        m.record("secret_key_rate_bps", t_s, secret / duration_s)
+        m.record("secret_key_rate_bps_asymptotic", t_s, secret / duration_s)
+        m.record("secret_key_rate_bps", t_s, self.secret_fraction(block) * block.n_z / duration_s)
         self._block = SiftedTally()
         self._block_time_s = 0.0

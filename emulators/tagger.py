@@ -26,6 +26,7 @@ from drivers.interfaces.tagger import (
     Acquisition,
     AcquisitionRequest,
     CoincidenceCounts,
+    CoincidenceEvents,
     CorrelationHistogram,
     HistogramSpec,
     TagBlock,
@@ -78,6 +79,7 @@ class _Plan:
 
 FIDELITIES = ("tags", "pairs", "stats")
 _NO_COUNTS = np.empty(0, np.int64)
+_PLANS_KEPT = 4
 
 
 class EmulatedLinkTagger(TimeTagger):
@@ -99,8 +101,7 @@ class EmulatedLinkTagger(TimeTagger):
         self._overflows = 0
         self._missed_events = 0
         self.truth_log: deque[AcquisitionTruth] = deque(maxlen=TRUTH_LOG_LENGTH)
-        self._plan_request: AcquisitionRequest | None = None
-        self._plan: _Plan | None = None
+        self._plans: dict[int, tuple[AcquisitionRequest, _Plan]] = {}  # by request object: the stack reuses a few
 
     # -- contract -------------------------------------------------------------------------------
     async def constraints(self) -> TaggerConstraints:
@@ -194,9 +195,10 @@ class EmulatedLinkTagger(TimeTagger):
             raise DriverError(self.name, f"no channel {channel}; channels are {tuple(self._delays_ps)}")
 
     def _planned(self, request: AcquisitionRequest) -> _Plan:
-        """Validate ``request`` and work out its plan, once per request object (the stack reuses one)."""
-        if request is self._plan_request and self._plan is not None:
-            return self._plan
+        """Validate ``request`` and work out its plan, once per request object (the stack reuses a few)."""
+        known = self._plans.get(id(request))
+        if known is not None and known[0] is request:
+            return known[1]
         self._validate(request)
         link = self.link
         cs = request.coincidences
@@ -207,7 +209,9 @@ class EmulatedLinkTagger(TimeTagger):
         plan = _Plan(layout, tuple((h, -(h.n_bins // 2) * h.binwidth_ps, *peaks)
                                    for h, peaks in zip(request.histograms, layout.histogram_peaks, strict=True)),
                      np.empty(layout.size), (len(layout.coincidences.pairs), 2, 2))
-        self._plan_request, self._plan = request, plan
+        if len(self._plans) >= _PLANS_KEPT:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[id(request)] = (request, plan)
         return plan
 
     def _validate(self, request: AcquisitionRequest) -> None:
@@ -270,7 +274,10 @@ class EmulatedLinkTagger(TimeTagger):
             if request.count_channels:
                 rates = np.empty(len(request.count_channels), np.int64)
                 draw(0.0, 0, 0.0, 1.0, means, 0, 0, 0.0, layout.channels_at, rates)
-        coincidences = None if request.coincidences is None else CoincidenceCounts(request.coincidences, counts)
+        coincidences = None
+        if request.coincidences is not None:
+            events = _events(counts, self._rng) if request.coincidence_events else None
+            coincidences = CoincidenceCounts(request.coincidences, counts, events)
         count_rates = {} if rates is None else dict(
             zip(request.count_channels, (rates / duration_s).tolist(), strict=True))
         return Acquisition(request, histograms, coincidences, count_rates, overflow, missed)
@@ -300,3 +307,14 @@ class EmulatedLinkTagger(TimeTagger):
 
     def _thin(self, counts: np.ndarray, keep: float) -> np.ndarray:
         return counts if keep >= 1.0 else self._rng.binomial(counts, keep)
+
+
+def _events(counts: np.ndarray, rng: np.random.Generator) -> CoincidenceEvents:
+    """The coincidences ``counts`` (pairs, 2, 2) holds, one by one in a uniformly random order.
+
+    Coincidences of a CW source are independent and identically distributed within an acquisition, so the
+    order carries no information: the cells' multiset in random order is the event list (at ``pairs``
+    fidelity the cells were counted from the individual candidates; at ``stats`` they are the sampled
+    counts)."""
+    cells = rng.permutation(np.repeat(np.arange(counts.size, dtype=np.uint8), counts.ravel()))
+    return CoincidenceEvents(cells >> 2, (cells >> 1) & 1, cells & 1)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.distill import DistillationSettings
 from bench.rig import Rig
 from bench.scenario import Scenario
+from bench.stack import StackSettings
 
 
 def with_node(scenario: Scenario, node: str, section: str, **values: Any) -> Scenario:
@@ -27,3 +29,8 @@ async def centre_on_truth(rig: Rig, extra_ps: int = 0) -> None:
     offset_ps = rig.emulator.link.offset_ps(rig.emulator.world.now_ps)
     for ch in rig.channels.bob:
         await rig.tagger.set_input_delay(ch, -round(offset_ps) + extra_ps)
+
+
+def without_distillation(settings: StackSettings) -> StackSettings:
+    """``settings`` with key distillation off, for tests of the control stack alone (faster)."""
+    return settings.model_copy(update={"distillation": DistillationSettings(enabled=False)})

@@ -13,8 +13,8 @@ from bench import vtime
 from bench.coincidence import measure
 from bench.rig import build_emulated_rig
 from bench.scenario import Scenario
-from bench.sifting import SiftedTally, sift
-from drivers.interfaces import AcquisitionRequest, HistogramSpec
+from bench.sifting import SiftedTally, sift, sift_events
+from drivers.interfaces import Acquisition, AcquisitionRequest, HistogramSpec
 
 BLOCK_PS = 500_000_000_000
 N_BLOCKS = 2
@@ -84,3 +84,28 @@ def test_the_comparison_has_statistical_power(observed: dict[str, dict[str, tupl
     value, error = observed["stats"]["qber_z"]
     assert error < 0.05 * value  # a 3 % relative model error in QBERz would show
     assert observed["stats"]["z_rate"][0] > 10_000
+
+
+@pytest.mark.parametrize("fidelity", ["stats", "pairs", "tags"])
+def test_coincidence_events_are_the_counted_coincidences_one_by_one(smoke: Scenario, fidelity: str) -> None:
+    # key distillation's bits (sift_events) and the control loops' counts (sift) describe the same coincidences
+    rig = build_emulated_rig(smoke, seed=12, fidelity=fidelity)
+    c = rig.channels
+    request = AcquisitionRequest(BLOCK_PS // 5, coincidences=c.coincidence_spec(120, 400), coincidence_events=True)
+
+    async def main() -> Acquisition:
+        applied = round(rig.emulator.link.offset_ps(rig.emulator.world.now_ps))
+        for ch in c.bob:
+            await rig.tagger.set_input_delay(ch, -applied)
+        if fidelity == "tags":
+            return measure(await rig.tagger.read_tags(request.duration_ps), request)
+        return await rig.tagger.acquire(request)
+
+    acq = vtime.run(main(), rig.env)
+    assert acq.coincidences is not None and acq.coincidences.events is not None
+    tally = sift(acq.coincidences)
+    alice, bob = sift_events(acq.coincidences.events)
+    assert tally.n_z > 1000 and alice.z.size == bob.z.size == tally.n_z
+    assert int((alice.z != bob.z).sum()) == tally.errors_z
+    assert alice.x.size == tally.n_x and int((alice.x != bob.x).sum()) == tally.errors_x
+    assert 0.4 < alice.z.mean() < 0.6  # Alice's Z bits are her slots: unbiased

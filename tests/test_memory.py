@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from link_helpers import without_distillation
 
 from bench import vtime
 from bench.monitor import Monitor
@@ -17,12 +18,15 @@ from emulators.tagger import TRUTH_LOG_LENGTH
 
 def _run_stack(rig: Rig, smoke: Scenario, monitor: Monitor, seconds: float) -> None:
     score_sync(monitor, rig.emulator.true_offset_ps)
-    stack = LinkStack(rig.devices(), smoke.stack, monitor)
+    stack = LinkStack(rig.devices(), without_distillation(smoke.stack), monitor)
 
     async def main() -> None:
         await stack.run(until_s=seconds)
 
-    vtime.run(main(), rig.env)
+    try:
+        vtime.run(main(), rig.env)
+    finally:
+        stack.close()
 
 
 def test_monitor_keeps_exact_statistics_and_a_bounded_decimated_series() -> None:

@@ -93,19 +93,41 @@ class CoincidenceSpec:
 
 
 @dataclass(frozen=True)
+class CoincidenceEvents:
+    """Every coincidence that :class:`CoincidenceCounts` counts, one row each, in the order they happened.
+
+    As Swabian's ``Coincidences`` virtual channels stream one tag per coincidence: the channel pair (index
+    into ``spec.pairs``), the start tag's bit and the click's bit, exactly as the cell it was counted in.
+    """
+
+    pair: np.ndarray  # uint8, index into spec.pairs
+    start_bit: np.ndarray  # uint8
+    click_bit: np.ndarray  # uint8
+
+    def __len__(self) -> int:
+        return int(self.pair.size)
+
+
+@dataclass(frozen=True)
 class CoincidenceCounts:
     spec: CoincidenceSpec
     counts: np.ndarray  # int64, shape (n_pairs, 2, 2): [pair, start bit, click bit]
+    events: CoincidenceEvents | None = None  # only when the request asked for them
 
 
 @dataclass(frozen=True)
 class AcquisitionRequest:
-    """Measurements run simultaneously on the same stream for ``duration_ps`` (``startFor``)."""
+    """Measurements run simultaneously on the same stream for ``duration_ps`` (``startFor``).
+
+    ``coincidence_events`` asks for every coincidence one by one as well as counted (key distillation needs
+    the bits; the control loops need only the counts).
+    """
 
     duration_ps: int
     histograms: tuple[HistogramSpec, ...] = ()
     coincidences: CoincidenceSpec | None = None
     count_channels: tuple[int, ...] = ()
+    coincidence_events: bool = False
 
 
 @dataclass(frozen=True)
