@@ -42,6 +42,38 @@ class SeriesStats:
         return max(abs(self.min), abs(self.max)) if self.count else math.nan
 
 
+class AbsQuantiles:
+    """Quantiles of |value| over every record of a series, in bounded memory: a histogram of ``bin_width``
+    wide bins up to ``limit`` (larger values fall in the last bin, whose quantile reads as ``limit``)."""
+
+    def __init__(self, bin_width: float, limit: float) -> None:
+        if not 0 < bin_width < limit:
+            raise ValueError(f"need 0 < bin_width < limit, got {bin_width} and {limit}")
+        self.bin_width = bin_width
+        self.limit = limit
+        self.counts = np.zeros(math.ceil(limit / bin_width) + 1, np.int64)
+
+    def __call__(self, _t_s: float, value: float) -> None:
+        self.counts[min(int(abs(value) / self.bin_width), self.counts.size - 1)] += 1
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def quantile(self, q: float) -> float:
+        """The smallest bin edge below which at least a fraction ``q`` of |values| lie (nan when empty)."""
+        n = self.count
+        if n == 0:
+            return math.nan
+        i = int(np.searchsorted(np.cumsum(self.counts), math.ceil(q * n)))
+        return min(self.limit, (i + 1) * self.bin_width)
+
+    def fraction_above(self, threshold: float) -> float:
+        """Fraction of |values| at or above ``threshold`` (to a bin)."""
+        n = self.count
+        return float(self.counts[int(threshold / self.bin_width):].sum() / n) if n else math.nan
+
+
 class _Series:
     __slots__ = ("stats", "stride", "t_s", "values", "watchers")
 
@@ -62,6 +94,7 @@ class Monitor:
         self.max_points = max_points
         self._series: dict[str, _Series] = {}
         self.events: list[tuple[float, str]] = []
+        self._quantiles: dict[str, AbsQuantiles] = {}
 
     def _get(self, name: str) -> _Series:
         series = self._series.get(name)
@@ -90,6 +123,15 @@ class Monitor:
     def watch(self, name: str, watcher: Callable[[float, float], None]) -> None:
         """Call ``watcher(t_s, value)`` on every later record of ``name``."""
         self._get(name).watchers.append(watcher)
+
+    def track_quantiles(self, name: str, bin_width: float, limit: float) -> AbsQuantiles:
+        """Keep quantiles of |value| of every later record of ``name`` (:meth:`quantiles` reads them)."""
+        tracker = self._quantiles[name] = AbsQuantiles(bin_width, limit)
+        self.watch(name, tracker)
+        return tracker
+
+    def quantiles(self, name: str) -> AbsQuantiles | None:
+        return self._quantiles.get(name)
 
     def event(self, t_s: float, text: str) -> None:
         """A discrete occurrence (sync acquired, sync lost, …) for the timeline."""

@@ -7,6 +7,7 @@ view used by the report to score the stack against the emulator's hidden state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,7 @@ class Rig:
     total_loss_db: float
     emulator: EmulatedLinkTagger  # hidden truth: for reports and tests, never for the stack
     faults: FaultInjector  # hidden: the scenario's fault schedule and tests inject through it
+    efficiency_truth: dict[str, Callable[[float], float]]  # hidden: node → polarization efficiency factor at t_s
 
     def devices(self) -> LinkDevices:
         """What the stack may talk to: the driver contracts only."""
@@ -136,6 +138,8 @@ def build_emulated_rig(scenario: Scenario, seed: int, fidelity: str | None = Non
         total_loss_db=physics.total_loss_db(),
         emulator=tagger,
         faults=faults,
+        efficiency_truth={n.name: lambda t_s, p=n.polarization: p.efficiency_factor(round(t_s * PS_PER_S))
+                          for n in nodes},
     )
 
 

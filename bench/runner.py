@@ -12,7 +12,14 @@ from rich.console import Console
 from bench import vtime
 from bench.monitor import Monitor
 from bench.progress import Progress
-from bench.report import compute_metrics, distillation_summary, evaluate, score_sync, write_report
+from bench.report import (
+    compute_metrics,
+    distillation_summary,
+    evaluate,
+    score_efficiency,
+    score_sync,
+    write_report,
+)
 from bench.rig import build_emulated_rig
 from bench.scenario import Scenario
 from bench.stack import LinkStack
@@ -37,6 +44,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, seed: int | None = None, 
     rig = build_emulated_rig(scenario, seed)
     monitor = Monitor() if monitor is None else monitor
     score_sync(monitor, rig.emulator.true_offset_ps)
+    score_efficiency(monitor, rig.efficiency_truth)
     stack = LinkStack(rig.devices(), scenario.stack, monitor, seed=seed, key_dir=out_dir / "keys")
     display = Progress(console, monitor, duration_s) if (progress and console is not None) else None
 

@@ -26,6 +26,15 @@ METRICS = (
     "manual_interventions",
     "key_bits_distilled",
     "key_bits_lost",
+    "secret_key_rate_bps_asymptotic_mean",
+    "sync_offset_error_ps_p999",
+    "sync_residual_ps_rms",
+    "sync_residual_ps_max",
+    "sync_residual_ps_p999",
+    "efficiency_variation_p99",
+    "efficiency_variation_max",
+    "ec_efficiency",
+    "worst_recovery_s",
 )
 Metric = Literal[METRICS]  # type: ignore[valid-type]
 

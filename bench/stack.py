@@ -331,6 +331,7 @@ class LinkStack:
         if offset_ps is None:  # this peak too weak to vouch for the window: no key, no loop input
             return
         self.monitor.record("sync.offset_ps", t_mid, offset_ps)
+        self.monitor.record("sync.applied_ps", t_mid, self.sync.applied_ps)  # what this acquisition's window saw
         assert acq.coincidences is not None
         tally = sift(acq.coincidences)
         self._rolling.add(tally)

@@ -69,3 +69,18 @@ def test_a_long_run_retains_a_bounded_number_of_entries(rig: Rig, smoke: Scenari
     for name in ("sync.offset_ps", "sync.significance", SYNC_ERROR_SERIES, "qber_z", "secret_key_rate_bps"):
         assert monitor.series(name)[0].size <= monitor.max_points + 1, name
     assert len(monitor.events) < 10
+
+
+def test_quantiles_of_absolute_values_hold_to_a_bin_in_bounded_memory() -> None:
+    values = np.random.default_rng(2).normal(0.0, 3.0, 100_000)
+    monitor = Monitor(max_points=64)
+    tracker = monitor.track_quantiles("x", 0.05, 50.0)
+    for i, v in enumerate(values.tolist()):
+        monitor.record("x", i, v)
+    assert monitor.quantiles("x") is tracker and tracker.count == values.size
+    for q in (0.5, 0.99, 0.999):
+        exact = np.quantile(np.abs(values), q)
+        assert exact <= tracker.quantile(q) <= exact + 0.05 + 1e-9
+    assert tracker.fraction_above(6.0) == pytest.approx(np.mean(np.abs(values) >= 6.0), abs=1e-3)
+    tracker(0.0, 1e6)  # beyond the limit: counted in the last bin, read as the limit
+    assert tracker.quantile(1.0) == 50.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bench.keystore import KeyStore
 from bench.runner import run_scenario
-from bench.scenario import Scenario
+from bench.scenario import METRICS, Scenario
 
 
 def test_smoke_scenario_meets_its_acceptance(smoke: Scenario, tmp_path: Path) -> None:
@@ -19,6 +19,8 @@ def test_smoke_scenario_meets_its_acceptance(smoke: Scenario, tmp_path: Path) ->
     assert m["availability"] > 0.99
     assert result.accepted, result.report["acceptance"]
     assert (tmp_path / "report.json").is_file()
+    assert set(METRICS) <= set(m)  # every metric a scenario may bound is reported
+    assert m["sync_residual_ps_p999"] < 12.0 and m["efficiency_variation_p99"] < 0.03
 
     # sampled distillation: ~5 % of the sifted key went through Cascade, verification and PA for real
     d = result.report["distillation"]
