@@ -183,7 +183,7 @@ class LinkStack:
         self._key_request = replace(self._request, coincidence_events=True)
         self.distillery = (Distillery(s.distillation, np.random.default_rng([seed, DISTILLATION_STREAM]), key_dir)
                            if s.distillation.enabled else None)
-        self._distil_credit = 0.0  # acquisitions owed to distillation (adds up ``fraction`` per key acquisition)
+        self._distil_credit = 0.0  # key acquisitions owed to distillation (``fraction`` per key acquisition)
 
     @property
     def mode(self) -> Mode:
@@ -304,10 +304,9 @@ class LinkStack:
         s = self.settings
         acq_s = s.sync.acquisition_s
         await self.sync.compensate(self.sync.predict_ps(self._now() + acq_s / 2))
-        distil = False
-        if self.distillery is not None and self.mode is Mode.KEY:
-            self._distil_credit += s.distillation.fraction
-            distil = self._distil_credit >= 1.0 - 1e-9
+        fraction = s.distillation.fraction
+        distil = (self.distillery is not None and self.mode is Mode.KEY
+                  and self._distil_credit + fraction >= 1.0 - 1e-9)
         acq = await self.sync.readout.acquire(self._key_request if distil else self._request)
         self._backoff.pop(self.tagger.name, None)
         t = self._now()
@@ -347,11 +346,12 @@ class LinkStack:
             self.supervisor.clear_link_faults(t)
         self._block = self._block + tally
         self._block_time_s += acq_s
-        events = acq.coincidences.events
-        if distil and events is not None:
-            self._distil_credit -= 1.0
-            assert self.distillery is not None
-            self.distillery.add(*sift_events(events), self._qber_z_estimate())
+        if self.distillery is not None:  # only key acquisitions earn credit: a discarded one owes nothing
+            self._distil_credit += fraction
+            events = acq.coincidences.events
+            if events is not None:
+                self._distil_credit -= 1.0
+                self.distillery.add(*sift_events(events), self._qber_z_estimate())
         if self._block_time_s >= s.key_block_s - 1e-9:
             self._close_block(t)
 
