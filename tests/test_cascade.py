@@ -15,6 +15,9 @@ from bench.cascade import (
     CascadeAlice,
     CascadePlan,
     ParityRequest,
+    _gather,
+    _pack,
+    _to_prefix,
     areconcile,
     cascade_plan,
     reconcile,
@@ -57,6 +60,137 @@ class Recorder:
             bits.append(int(self.alice_keys[f, perms[q][s:e]].sum() % 2))
             per_frame[f] += 1
         return np.array(bits, dtype=np.uint8), per_frame
+
+
+def reference_cascade(alice: np.ndarray, bob: np.ndarray,
+                      plan: CascadePlan) -> tuple[np.ndarray, list[list[tuple[int, int, int]]]]:
+    """One frame of Cascade written plainly from the protocol (sets and dicts, every known parity kept, nothing
+    compiled): Bob's corrected frame and, per round trip, the ranges (pass, start, stop) he asks, sorted.
+
+    Per pass: the odd blocks are admitted; then, while any node waits, one BINARY level for all of them (the
+    left half asked unless known), their odd halves admitted. Admitting flips the single bits as one batch, and
+    each batch opens, per bit and pass started, the smallest known odd node holding the bit (the cascade)."""
+    n = plan.frame_bits
+    perms = [np.random.default_rng([plan.seed, q]).permutation(n) for q in range(plan.passes)]
+    where = [np.argsort(perm) for perm in perms]
+    bob = bob.copy()
+    odd: dict[tuple[int, int, int], bool] = {}  # known (pass, block, heap id) → Bob's parity differs from Alice's
+    rounds: list[list[tuple[int, int, int]]] = []
+
+    def span(q: int, b: int, v: int) -> tuple[int, int]:
+        k = plan.block_bits[q]
+        length, d = min(k, n - b * k), v.bit_length() - 1
+        i, up = v - (1 << d), (1 << d) - 1
+        return b * k + ((i * length + up) >> d), b * k + (((i + 1) * length + up) >> d)
+
+    def differs(q: int, lo: int, hi: int) -> bool:
+        return bool((alice[perms[q][lo:hi]].sum() + bob[perms[q][lo:hi]].sum()) % 2)
+
+    def path(q: int, bit: int) -> list[tuple[int, int, int]]:
+        pos = int(where[q][bit])
+        b, v, known = pos // plan.block_bits[q], 1, []
+        while (q, b, v) in odd:
+            known.append((q, b, v))
+            lo, hi = span(q, b, v)
+            if hi - lo == 1:
+                break
+            v = 2 * v + (pos >= span(q, b, 2 * v)[1])
+        return known
+
+    def flip(bits: set[int], started: int) -> set[tuple[int, int, int]]:
+        for bit in bits:
+            bob[bit] ^= 1
+        for bit in bits:
+            for q in range(started):
+                for node in path(q, bit):
+                    odd[node] = not odd[node]
+        found = set()
+        for bit in bits:
+            for q in range(started):
+                odd_nodes = [node for node in path(q, bit) if odd[node]]
+                if odd_nodes:
+                    found.add(odd_nodes[-1])
+        return found
+
+    def admit(nodes: set[tuple[int, int, int]], started: int) -> set[tuple[int, int, int]]:
+        waiting = set()
+        while nodes:
+            bits = set()
+            for q, b, v in nodes:
+                lo, hi = span(q, b, v)
+                if hi - lo == 1:
+                    bits.add(int(perms[q][lo]))
+                else:
+                    waiting.add((q, b, v))
+            nodes = flip(bits, started)
+        return waiting
+
+    for q in range(plan.passes):
+        k = plan.block_bits[q]
+        for b in range(-(-n // k)):
+            odd[(q, b, 1)] = differs(q, b * k, min(n, b * k + k))
+        waiting = admit({(q, b, 1) for b in range(-(-n // k)) if odd[(q, b, 1)]}, q + 1)
+        while waiting:
+            waiting = {node for node in waiting if odd[node]}
+            asks = [(p, b, v) for p, b, v in waiting if (p, b, 2 * v) not in odd]
+            if asks:
+                rounds.append(sorted((p, *span(p, b, 2 * v)) for p, b, v in asks))
+            for p, b, v in asks:
+                odd[(p, b, 2 * v)] = differs(p, *span(p, b, 2 * v))
+                odd[(p, b, 2 * v + 1)] = not odd[(p, b, 2 * v)]  # the parent is odd
+            waiting = admit({(p, b, 2 * v + (not odd[(p, b, 2 * v)])) for p, b, v in waiting}, q + 1)
+    return bob, rounds
+
+
+def assert_matches_reference(alice: np.ndarray, bob: np.ndarray, plan: CascadePlan) -> None:
+    """The compiled batch gives every frame the reference's corrections, rounds and leakage."""
+    recorder = Recorder(alice, plan)
+    result = reconcile(bob, plan, recorder)
+    slowest = 0
+    for f in range(plan.frames):
+        corrected, rounds = reference_cascade(alice[f], bob[f], plan)
+        np.testing.assert_array_equal(result.corrected[f], corrected)
+        asked = [sorted(zip(r.pass_index[r.frame == f].tolist(), r.start[r.frame == f].tolist(),
+                            r.stop[r.frame == f].tolist(), strict=True)) for r, _ in recorder.transcript[1:]]
+        assert [a for a in asked if a] == rounds
+        blocks = sum(-(-plan.frame_bits // k) for k in plan.block_bits)
+        assert result.leaked_bits_per_frame[f] == blocks + sum(map(len, rounds))
+        slowest = max(slowest, len(rounds))
+    assert result.round_trips == 1 + slowest  # the block parities, then as many as the slowest frame needs
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("qber", [0.02, 0.08])
+def test_compiled_batch_follows_the_plain_reference(variant: str, qber: float) -> None:
+    alice, bob = keys_with_errors(3, 1500, qber, seed=21)
+    assert_matches_reference(alice, bob, cascade_plan(variant, qber, 3, 1500, seed=22))
+
+
+@given(n=st.integers(2, 300), frames=st.integers(1, 3), qber=st.floats(0.005, 0.3), burst=st.booleans(),
+       variant=st.sampled_from(sorted(VARIANTS)), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_property_compiled_batch_follows_the_plain_reference(n: int, frames: int, qber: float, burst: bool,
+                                                             variant: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    alice = rng.integers(0, 2, (frames, n), dtype=np.uint8)
+    errors = rng.random((frames, n)) < qber
+    if burst:
+        errors[:, rng.integers(0, n): rng.integers(0, n) + 1] = True
+    assert_matches_reference(alice, alice ^ errors.astype(np.uint8), cascade_plan(variant, qber, frames, n, seed))
+
+
+@given(n=st.integers(1, 700), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_prefix_parities_of_a_shuffled_frame_match_numpy(n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2, (1, n), dtype=np.uint8)
+    perm = rng.permutation(n).astype(np.int32)
+    words = np.zeros(-(-n // 64), dtype=np.uint64)
+    _gather(_pack(bits)[0], perm, words)
+    np.testing.assert_array_equal(np.unpackbits(words.view(np.uint8), count=n, bitorder="little"), bits[0, perm])
+    _to_prefix(words)
+    np.testing.assert_array_equal(np.unpackbits(words.view(np.uint8), count=n, bitorder="little"),
+                                  np.cumsum(bits[0, perm]) % 2)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -191,6 +325,8 @@ def test_malformed_messages_are_refused() -> None:
         CascadeAlice(alice, plan).parities(ParityRequest((), one, one, one, np.array([101])))
     with pytest.raises(ValueError, match="pass outside"):
         CascadeAlice(alice, plan).parities(ParityRequest((9,), one[:0], one[:0], one[:0], one[:0]))
+    with pytest.raises(ValueError, match="integers"):
+        CascadeAlice(alice, plan).parities(ParityRequest((), one, one, one, one + 0.5))
 
     class Truncating:
         def parities(self, request: ParityRequest) -> np.ndarray:
@@ -198,3 +334,10 @@ def test_malformed_messages_are_refused() -> None:
 
     with pytest.raises(ValueError, match="expected"):
         reconcile(bob, plan, Truncating())
+
+    class NotBits:
+        def parities(self, request: ParityRequest) -> np.ndarray:
+            return CascadeAlice(alice, plan).parities(request).astype(np.int64) * 2
+
+    with pytest.raises(ValueError, match="expected"):
+        reconcile(bob, plan, NotBits())
