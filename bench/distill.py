@@ -377,7 +377,7 @@ class Distillery:
             self._task = asyncio.get_running_loop().create_task(self._run_block(frames, qber_estimate))
             await self._task
 
-    async def _ends(self) -> tuple[Channel, Channel]:
+    def _ends(self) -> tuple[Channel, Channel]:
         if self._channels is None:
             a, b = memory_pair(hmac_auth(self._channel_key, "alice"), hmac_auth(self._channel_key, "bob"),
                                latency_s=self.settings.channel_latency_s, adversary=self._adversary)
@@ -386,7 +386,7 @@ class Distillery:
         return self._channels
 
     async def _run_block(self, frames: int, qber_estimate: float) -> None:
-        _, bob_end = await self._ends()
+        _, bob_end = self._ends()
         try:
             self.totals.add(await self.bob.distil(bob_end, frames, qber_estimate))
         except ChannelError as exc:
