@@ -37,6 +37,12 @@ Zen 5): pa_mbit_s ≈ 185 Mbit/s of key (``python ci/bench.py --only pa``; 125 w
 PCLMULQDQ, 21 in software), against ~20 for the blocked float64 FFT this replaced. Two thirds of the time
 is the kernel, near the instruction's throughput (~7·10^9 products/s); the rest is the recursion's XOR passes.
 
+Why not cryptomite. CQCL's extractor library (0.3.0, on the registry) has the same Toeplitz family: its seed is
+ours rotated (our s[n−1:] then s[:n−1]), and its output equals ours bit for bit at n = 10^6 (``ci/bench.py
+--only pa`` checks it with the ``bench`` extra). It takes Python lists of bits and runs an integer NTT: 1.3
+Mbit/s on the same machine, ~140× slower than this module and far below the 50 Mbit/s a 50 km link needs; and
+its licence is non-commercial only. It stays a benchmark-only cross-check, not a dependency.
+
 Exactness. Everything is GF(2) arithmetic on words — carry-less products, XOR, shifts, masks — with no rounding
 and no approximation, so the output is T_s·x mod 2 bit for bit, for every size, block size, kernel and
 number of workers; the tests check it against the matrix written out and multiplied mod 2.

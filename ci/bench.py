@@ -18,7 +18,8 @@ Prints a table and writes one JSON object with the machine and the date. Figures
 - ``pa_mbit_s``: privacy amplification (bench/privacy.py) of 10^6 key bits to 450 000, key bits per CPU second
   on one core (Mbit/s; median of ``--repeat`` batches of 10 hashes, at least 5, after a warm-up call that
   also loads the compiled kernels from numba's cache), with the block kernel used (``pa_kernel``) and the
-  figures of the slower kernels this CPU has (``pa_mbit_s_<kernel>``).
+  figures of the slower kernels this CPU has (``pa_mbit_s_<kernel>``); with the ``bench`` extra, the same hash
+  by cryptomite (``pa_cryptomite_mbit_s``, median of 3) and whether its bits equal ours (``pa_matches_cryptomite``).
 """
 
 from __future__ import annotations
@@ -312,6 +313,23 @@ def bench_pa(repeat: int) -> dict[str, float | str]:
             runs.append(calls * n / (time.process_time() - t) / 1e6)
         figures[f"pa_mbit_s_{KERNEL_NAMES[kernel]}"] = statistics.median(runs)
     figures["pa_mbit_s"] = figures.pop(f"pa_mbit_s_{KERNEL_NAMES[KERNELS[0]]}")
+    try:
+        import cryptomite
+    except ImportError:
+        figures["pa_cryptomite"] = "not installed (pip install -e '.[bench]')"
+        return figures
+    # cryptomite's seed is our seed rotated: its first m bits are the matrix's first column (our s[n-1:]),
+    # then our s[:n-1]. Same matrix, so the bits must agree: an independent implementation as a cross-check.
+    theirs_seed = np.concatenate([seed[n - 1:], seed[:n - 1]]).tolist()
+    extractor, key_list = cryptomite.Toeplitz(n, out_bits), key.tolist()
+    runs, theirs = [], []
+    for _ in range(3):
+        t = time.process_time()
+        theirs = extractor.extract(key_list, theirs_seed)
+        runs.append(n / (time.process_time() - t) / 1e6)
+    figures["pa_cryptomite_mbit_s"] = statistics.median(runs)
+    figures["pa_matches_cryptomite"] = bool(np.array_equal(np.asarray(theirs, dtype=np.uint8),
+                                                           toeplitz_hash(key, seed, out_bits)))
     return figures
 
 

@@ -138,7 +138,7 @@ def test_key_length_is_the_finite_key_bound_of_what_was_disclosed() -> None:
         bound = finite_key(kept, o.test_bits, o.test_errors, o.parity_bits + o.tag_bits)
         assert o.key_bits == bound.key_bits > 0
         assert o.tag_bits == 122 * (o.frames - o.frames_discarded)
-        assert 1.0 < o.ec_efficiency < 1.15  # opt8 on 2^15-bit frames
+        assert 1.0 < o.ec_efficiency < 1.15  # opt7 on 2^15-bit frames
     finally:
         d.close()
 

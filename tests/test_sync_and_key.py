@@ -155,6 +155,16 @@ def test_binary_entropy_and_secret_fraction() -> None:
     assert asymptotic_secret_bits(1000, 0.0424, 0.047) == pytest.approx(1000 * fraction)
 
 
+@pytest.mark.parametrize(("sifted_bits", "qber", "asymptotic_key_bits"), [
+    (676_519, 0.0512, 258_663),  # seed 001, Table 1: 201 km, 62 dB
+    (32_882, 0.0640, 9_088),  # 301 km, 84 dB
+    (276, 0.0869, 31),  # 404 km, 110 dB
+])
+def test_asymptotic_key_matches_seed_001_table_1(sifted_bits: int, qber: float, asymptotic_key_bits: int) -> None:
+    # Table 1 quotes one QBER per link; the same figure bounds the phase error (QBERx = QBERz), f = 1.09 (S12).
+    assert asymptotic_secret_bits(sifted_bits, qber, qber) == pytest.approx(asymptotic_key_bits, rel=0.03)
+
+
 def test_qber_interval_covers_the_true_rate() -> None:
     rng = np.random.default_rng(11)
     true_rate, n, trials = 0.0424, 2000, 400
