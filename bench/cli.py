@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
 
 from bench.finitekey import EPS_COR_DEFAULT, EPS_SEC_DEFAULT, estimated_leak_bits, finite_key
+from bench.human_report import render  # imports matplotlib only when it renders
 from bench.keyrate import EC_EFFICIENCY_SEED, asymptotic_secret_bits
-from bench.report import print_summary
+from bench.report import ReportError, print_summary
 from bench.scenario import ScenarioError, load_scenario
 
 EXIT_OK, EXIT_ACCEPTANCE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -39,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     val = sub.add_parser("validate", help="check a scenario against the schema only")
     val.add_argument("scenario", type=Path)
+    rep = sub.add_parser("report", help="re-render DIR/report.md and the plots from DIR/report.json and series.npz")
+    rep.add_argument("run_dir", type=Path, metavar="DIR")
     key = sub.add_parser("keyrate", help="secret key length of a block: asymptotic, and finite with --finite")
     key.add_argument("--sifted", type=int, required=True, metavar="N", help="sifted Z-basis key bits")
     key.add_argument("--qber-z", type=float, required=True, metavar="E", help="Z-basis error rate (fraction)")
@@ -82,7 +86,27 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
                           progress=not args.no_progress)
     print_summary(result.report, out)
     out.print(f"report: {result.report_path}", markup=False, highlight=False, soft_wrap=True)
+    _paths(render(out_dir).markdown_and_plots, out)
     return EXIT_OK if result.accepted else EXIT_ACCEPTANCE_FAILED
+
+
+def _paths(paths: Iterable[Path], out: Console) -> None:
+    for path in paths:
+        out.print(f"report: {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _report(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Re-render report.md and the plots of a run directory; the exit code is the acceptance it records."""
+    run_dir: Path = args.run_dir
+    if not run_dir.is_dir():
+        return _error(err, f"{run_dir}: no such run directory")
+    try:
+        rendered = render(run_dir)
+    except ReportError as exc:
+        return _error(err, str(exc))
+    print_summary(rendered.report, out)
+    _paths(rendered.markdown_and_plots, out)
+    return EXIT_OK if rendered.accepted else EXIT_ACCEPTANCE_FAILED
 
 
 def _keyrate(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -123,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "keyrate":
             return _keyrate(args, out, err)
+        if args.command == "report":
+            return _report(args, out, err)
         return _run(args, out, err)
     except ScenarioError as exc:
         return _error(err, str(exc))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,13 +19,26 @@ from rich.table import Table
 
 from bench.keyrate import qber_interval
 from bench.monitor import Monitor
-from bench.scenario import Bound
+from bench.scenario import Bound, Reference
 from bench.stack import LinkStack
 
 SYNC_ERROR_SERIES = "sync.offset_error_ps"  # truth − estimate of every tracked acquisition, ps
 SYNC_RESIDUAL_SERIES = "sync.residual_ps"  # truth − compensation applied, every acquisition, ps
 EFFICIENCY_SERIES = "polarization.efficiency_loss"  # + ".<node>": 1 − efficiency / best-polarization efficiency
 QUANTILE_BIN_PS = 0.05
+NODES = ("alice", "bob")
+REPORT_FILE, SERIES_FILE = "report.json", "series.npz"
+# the monitor's series the human report plots (bench/plots.py), saved to DIR/series.npz by the runner
+REPORT_SERIES = (
+    "qber_z", "qber_x", "sifted_key_rate_bps", "secret_key_rate_bps", "secret_key_rate_bps_asymptotic",
+    SYNC_ERROR_SERIES, SYNC_RESIDUAL_SERIES, "pump.power_mw", *(f"{EFFICIENCY_SERIES}.{node}" for node in NODES),
+)
+# top-level keys of report.json that the contract fixes (DESIGN.md), and what ``qkd-bench report`` needs
+CONTRACT_KEYS = ("scenario", "seed", "fidelity", "simulated_s", "wall_s", "speedup", "metrics", "acceptance")
+
+
+class ReportError(Exception):
+    """A run directory whose report.json or series.npz is missing or unreadable; the message names the file."""
 
 
 def score_sync(monitor: Monitor, true_offset_ps: Callable[[float], float]) -> None:
@@ -82,7 +99,7 @@ def compute_metrics(stack: LinkStack, monitor: Monitor, simulated_s: float) -> d
     sync_error = monitor.stats(SYNC_ERROR_SERIES)
     residual = monitor.stats(SYNC_RESIDUAL_SERIES)
     error_q, residual_q = monitor.quantiles(SYNC_ERROR_SERIES), monitor.quantiles(SYNC_RESIDUAL_SERIES)
-    efficiency = [monitor.quantiles(f"{EFFICIENCY_SERIES}.{node}") for node in ("alice", "bob")]
+    efficiency = [monitor.quantiles(f"{EFFICIENCY_SERIES}.{node}") for node in NODES]
     efficiency = [e for e in efficiency if e is not None and e.count]
     recoveries = [e.recovery_s for e in supervisor.episodes if e.link_level and e.recovery_s is not None]
     qz_low, qz_high = qber_interval(tally.errors_z, tally.n_z)  # 95 % Clopper–Pearson, pooled over the run
@@ -160,14 +177,93 @@ def evaluate(acceptance: dict[str, Bound], metrics: dict[str, Any]) -> dict[str,
     return result
 
 
+def compare_reference(reference: Mapping[str, Reference], metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``report["reference"]``: each published figure with the run's value of its metric; ``within`` is
+    |measured − value| <= tolerance·|value|, False when the run has no value, None when no tolerance is given."""
+    result = {}
+    for name, ref in reference.items():
+        measured = metrics.get(name)
+        if ref.tolerance is None:
+            within = None
+        else:
+            within = measured is not None and abs(measured - ref.value) <= ref.tolerance * abs(ref.value)
+        result[name] = {"value": ref.value, "tolerance": ref.tolerance, "source": ref.source,
+                        "measured": measured, "within": within}
+    return result
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.json"
-    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    path = out_dir / REPORT_FILE
+    write_atomic(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     return path
 
 
-def _fmt(value: Any) -> str:
+def write_series(out_dir: Path, monitor: Monitor) -> Path:
+    """Save the decimated :data:`REPORT_SERIES` to ``out_dir/series.npz``: one 2×n array per name, row 0 the
+    time in s, row 1 the value (empty if never recorded)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{name: np.vstack(monitor.series(name)) for name in REPORT_SERIES})
+    path = out_dir / SERIES_FILE
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
+def load_report(run_dir: Path) -> dict[str, Any]:
+    """``run_dir/report.json``, checked for the contract keys; raises :class:`ReportError` naming the file."""
+    path = run_dir / REPORT_FILE
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file (not a run directory?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read the report: {exc}") from None
+    if not isinstance(report, dict):
+        raise ReportError(f"{path}: not a qkd-bench report (a JSON object is expected)")
+    if missing := [k for k in CONTRACT_KEYS if k not in report]:
+        raise ReportError(f"{path}: not a qkd-bench report: missing {', '.join(missing)}")
+    numbers = {k: report[k] for k in ("simulated_s", "wall_s", "speedup")}
+    if not all((isinstance(v, int | float) and not isinstance(v, bool)) or (k == "speedup" and v is None)
+               for k, v in numbers.items()):
+        raise ReportError(f"{path}: malformed report: simulated_s, wall_s and speedup must be numbers, got {numbers}")
+    acceptance = report["acceptance"]
+    if not isinstance(report["metrics"], dict) or not isinstance(acceptance, dict) or not all(
+            isinstance(c, dict) and {"value", "bound", "passed"} <= set(c) for c in acceptance.values()):
+        raise ReportError(f"{path}: malformed metrics or acceptance")
+    return report
+
+
+def load_series(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``run_dir/series.npz`` as name → (time in s, value); raises :class:`ReportError` naming the file."""
+    path = run_dir / SERIES_FILE
+    try:
+        with path.open("rb") as file:  # ours to close: np.load leaks its own handle on a damaged archive
+            loaded = np.load(file, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with loaded as npz:
+                arrays = {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file (not a run directory?)") from None
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ReportError(f"{path}: cannot read the series: {exc}") from None
+    series = {}
+    for name, a in arrays.items():
+        if a.ndim != 2 or a.shape[0] != 2 or a.dtype.kind != "f":
+            raise ReportError(f"{path}: series {name!r} is not a 2×n float array (got {a.dtype} {a.shape})")
+        series[name] = (a[0], a[1])
+    return series
+
+
+def fmt(value: Any) -> str:
+    """A value as the tables show it: 4 significant digits, integers whole, — for none."""
     if value is None:
         return "—"
     if isinstance(value, float):
@@ -178,8 +274,8 @@ def _fmt(value: Any) -> str:
 def print_summary(report: dict[str, Any], console: Console) -> None:
     m = report["metrics"]
     console.print(f"[bold]{escape(report['scenario'])}[/bold]  seed {report['seed']}  {report['fidelity']}  "
-                  f"{report['simulated_s']:.0f} s simulated in {report['wall_s']:.1f} s "
-                  f"(×{report['speedup']:.0f})")
+                  f"{report['simulated_s']:.0f} s simulated in {report['wall_s']:.1f} s"
+                  + (f" (×{report['speedup']:.0f})" if report["speedup"] is not None else ""))
     table = Table(show_header=True, header_style="bold")
     for col in ("metric", "value", "bound", "result"):
         table.add_column(col)
@@ -190,12 +286,12 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
         crit = acceptance.get(name)
         bound = " ".join(f"{k} {v:g}" for k, v in crit["bound"].items()) if crit else ""
         verdict = ("[green]pass[/green]" if crit["passed"] else "[red]FAIL[/red]") if crit else ""
-        table.add_row(name, _fmt(m.get(name)), bound, verdict)
+        table.add_row(name, fmt(m.get(name)), bound, verdict)
     console.print(table)
     failed = [n for n, c in acceptance.items() if not c["passed"]]
     if failed:
         for name in failed:
             c = acceptance[name]
-            console.print(f"[red]acceptance failed:[/red] {name} = {_fmt(c['value'])}, bound {c['bound']}")
+            console.print(f"[red]acceptance failed:[/red] {name} = {fmt(c['value'])}, bound {c['bound']}")
     elif acceptance:
         console.print("[green]acceptance met[/green]")

@@ -1,4 +1,7 @@
-"""Replay a scenario: wire the rig, run the stack on virtual time, score it, write the report."""
+"""Replay a scenario: wire the rig, run the stack on virtual time, score it, write the report.
+
+The run directory gets ``series.npz`` (the series the plots need) and then ``report.json``; the human report
+and the plots are rendered from those two files (:func:`bench.human_report.render`, as ``qkd-bench report``)."""
 
 from __future__ import annotations
 
@@ -13,12 +16,14 @@ from bench import vtime
 from bench.monitor import Monitor
 from bench.progress import Progress
 from bench.report import (
+    compare_reference,
     compute_metrics,
     distillation_summary,
     evaluate,
     score_efficiency,
     score_sync,
     write_report,
+    write_series,
 )
 from bench.rig import build_emulated_rig
 from bench.scenario import Scenario
@@ -38,7 +43,8 @@ class RunResult:
 
 def run_scenario(scenario: Scenario, out_dir: Path, *, seed: int | None = None, until_s: float | None = None,
                  console: Console | None = None, progress: bool = True, monitor: Monitor | None = None) -> RunResult:
-    """Replay ``scenario`` and write ``out_dir/report.json``; ``monitor``: record into this one (to watch it)."""
+    """Replay ``scenario`` and write ``out_dir/series.npz`` and ``out_dir/report.json``; ``monitor``: record into
+    this one (to watch it)."""
     seed = scenario.seed if seed is None else seed
     duration_s = scenario.duration_s if until_s is None else min(until_s, scenario.duration_s)
     rig = build_emulated_rig(scenario, seed)
@@ -72,10 +78,13 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, seed: int | None = None, 
         "speedup": duration_s / wall_s if wall_s > 0 else None,
         "metrics": metrics,
         "acceptance": evaluate(dict(scenario.acceptance), metrics),
+        "reference": compare_reference(scenario.reference, metrics),
         "distillation": distillation_summary(stack),
         "link": {"total_loss_db": rig.total_loss_db},
         "events": [{"t_s": t, "event": text} for t, text in monitor.events],
         "fault_episodes": [e.as_dict() for e in stack.supervisor.episodes],
         "injected_faults": [{"t_s": t, "fault": text} for t, text in rig.faults.log],
     }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_series(out_dir, monitor)  # first: a report.json marks a complete run directory
     return RunResult(report, write_report(out_dir, report), monitor)
