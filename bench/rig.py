@@ -124,7 +124,7 @@ def build_emulated_rig(scenario: Scenario, seed: int, fidelity: str | None = Non
         world,
         {n.name: NodeDevices(n.arm, n.clock, n.detectors, n.interferometer, n.polarization) for n in nodes},
         tagger, environment, silences)
-    for f in scenario.faults:
+    for f in scenario.fault_timeline():
         faults.schedule(f.at_s, f.kind, **f.arguments())
     return Rig(
         env=world.env,

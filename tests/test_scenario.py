@@ -1,23 +1,43 @@
 """Scenario loading: the shipped file validates, and every bad input names the file, the line and the field.
 
 Bad scenarios are made by editing the text of the shipped scenario, so line numbers are those of a realistic file;
-expected line numbers are computed from the edited text, never hard-coded.
+expected line numbers are computed from the edited text, never hard-coded. The generated cases break every field of
+the schema in each way it can be broken, in the shipped scenario loaded and dumped back to YAML; their expected line
+is where PyYAML's parser finds the field's key.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
 
+import numpy as np
 import pytest
+import yaml
+from poisson_checks import K, check_poisson
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from scenario_text import SMOKE, TEXT, edit, line_of
+from scipy.stats import expon, kstest
 
-from bench.scenario import METRICS, Scenario, ScenarioError, load_scenario, parse_scenario
+from bench.rig import build_emulated_rig
+from bench.scenario import (
+    FAULT_ARGUMENTS,
+    MAX_STOCHASTIC_FAULTS,
+    METRICS,
+    FaultConfig,
+    Scenario,
+    ScenarioError,
+    StochasticFault,
+    load_scenario,
+    nested_model,
+    parse_scenario,
+)
+from emulators.world import PS_PER_S
 
 FILE = "bad.yaml"
-
-
-
-
 
 
 def first_key_line(text: str) -> int:
@@ -302,3 +322,282 @@ def test_bad_acceptance_bound(bound: str, problem: str) -> None:
     text = edit("qber_z_mean: {min: 0.03, max: 0.06}", f"qber_z_mean: {bound}")
     field = "acceptance.qber_z_mean.maximum" if "maximum" in bound else "acceptance.qber_z_mean"
     assert_names(error_of(text), FILE, line_of(text, "qber_z_mean"), field, problem)
+
+
+def test_reference_to_an_unknown_metric() -> None:
+    text = edit("acceptance:\n", "reference:\n  qber_y_mean: {value: 0.04, source: seed 000}\nacceptance:\n")
+    assert_names(error_of(text), FILE, line_of(text, "qber_y_mean"), "reference.qber_y_mean", "'qber_y_mean'")
+
+
+@pytest.mark.parametrize(("old", "new", "field"), [
+    pytest.param("duration_s: 3600", "duration_s: .inf", "duration_s", id="infinite-duration"),
+    pytest.param("power_mw: 19.2", "power_mw: .nan", "link.pump.power_mw", id="nan-power"),
+])
+def test_non_finite_numbers_are_refused(old: str, new: str, field: str) -> None:
+    text = edit(old, new)
+    assert_names(error_of(text), FILE, line_of(text, new), field, "finite number")
+
+
+# --- every field of the schema, malformed -------------------------------------------------------------------------
+# The shipped scenario, with one entry in each list and mapping of sections so that their fields can be reached too;
+# every field the schema has is then broken in each way it can be, and the error must name the file, the field's
+# dotted path and the line where that field (or, when it is missing, its section) is written.
+
+BASE: dict[str, Any] = yaml.safe_load(TEXT) | {
+    "faults": [{"at_s": 10.0, "kind": "clock_unlock", "node": "bob", "duration_s": 30.0}],
+    "stochastic_faults": [{"kind": "detector_warm_up", "node": "alice", "duration_s": 60.0, "max_duration_s": 600.0,
+                           "mtbf_s": 1200.0, "seed": 1}],
+    "reference": {"qber_z_mean": {"value": 0.0424, "tolerance": 0.1, "source": 'seed 000: "QBERz 4.24 %"'}},
+}
+BASE["link"]["environment"] = {"excursions": [{"start_s": 100.0, "duration_s": 600.0, "delta_c": 1.0}]}
+ENTRY = {tuple: 0, dict: "qber_z_mean"}  # the entry of a list or a mapping of sections whose fields are broken
+MISSING = object()
+
+
+def sections(model: type[BaseModel] = Scenario, path: tuple[Any, ...] = ()) -> Iterator[
+        tuple[tuple[Any, ...], type[BaseModel]]]:
+    """(path, model) of every section of the schema, through lists and mappings of sections (their ENTRY)."""
+    yield path, model
+    for name, field in model.model_fields.items():
+        if (inner := nested_model(field.annotation)) is not None:
+            entry = ENTRY.get(get_origin(field.annotation))
+            yield from sections(inner, (*path, name) if entry is None else (*path, name, entry))
+
+
+def schema_fields() -> Iterator[tuple[tuple[Any, ...], FieldInfo]]:
+    """(path, field) of every field of the schema, sections included."""
+    for path, model in sections():
+        for name, field in model.model_fields.items():
+            yield (*path, name), field
+
+
+def mutated(path: tuple[Any, ...], value: Any) -> str:
+    """BASE as YAML with the field at ``path`` set to ``value`` (removed if MISSING); absent sections are added."""
+    doc = copy.deepcopy(BASE)
+    parent = doc
+    for part in path[:-1]:
+        parent = parent.setdefault(part, {}) if isinstance(parent, dict) else parent[part]
+    if value is MISSING:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def written_at(text: str, path: tuple[Any, ...]) -> int:
+    """1-based line where the deepest part of ``path`` that ``text`` has is written (its key, or its list item)."""
+    node = yaml.compose(text)
+    line = node.start_mark.line + 1
+    for part in path:
+        if isinstance(node, yaml.MappingNode) and (hits := [(k, v) for k, v in node.value if k.value == part]):
+            key, node = hits[0]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def scalar_kinds(field: FieldInfo) -> tuple[Any, ...]:
+    annotation = field.annotation
+    return tuple(a for a in (get_args(annotation) if get_origin(annotation) is not Literal else ()) or (annotation,)
+                 if a is not type(None))
+
+
+def wrong_type(field: FieldInfo) -> Any:
+    """A value of the wrong type: a number where a string goes, a string anywhere else (a section, a list, an
+    enumeration, a number, a boolean)."""
+    return 12 if str in scalar_kinds(field) else "oops"
+
+
+def beyond_bounds(field: FieldInfo) -> Iterator[tuple[Any, str]]:
+    """(value, problem) just beyond each bound of ``field`` (pydantic's constraint metadata: gt, ge, …)."""
+    beyond = {"gt": (0, "greater than"), "ge": (-1, "greater than or equal"), "lt": (0, "less than"),
+              "le": (1, "less than or equal")}
+    for m in field.metadata:
+        for name, (step, problem) in beyond.items():
+            if (bound := getattr(m, name, None)) is not None:
+                yield bound + step, problem
+        if getattr(m, "min_length", None):
+            yield "", f"at least {m.min_length} character"
+
+
+def dotted(path: tuple[Any, ...]) -> str:
+    return ".".join(map(str, path))
+
+
+CASES = [
+    *(pytest.param(path, value, (f"(got {value!r})",), id=f"type:{dotted(path)}")
+      for path, field in schema_fields() for value in [wrong_type(field)]),
+    *(pytest.param(path, value, (problem, f"(got {value!r})"), id=f"bound:{dotted(path)}={value!r}")
+      for path, field in schema_fields() for value, problem in beyond_bounds(field)),
+    *(pytest.param(path, MISSING, ("required field is missing",), id=f"missing:{dotted(path)}")
+      for path, field in schema_fields() if field.is_required()),
+    *(pytest.param((*path, "bogus_field"), 1, (f"unknown field (allowed: {', '.join(model.model_fields)})",),
+                   id=f"unknown:{dotted((*path, 'bogus_field'))}") for path, model in sections()),
+]
+
+
+def test_the_base_of_the_malformed_cases_is_valid() -> None:
+    scenario = parse_scenario(yaml.safe_dump(BASE, sort_keys=False), FILE)
+    assert scenario.faults and scenario.stochastic_faults and scenario.reference
+    assert scenario.link.environment.excursions
+
+
+def test_every_field_and_section_is_broken_in_each_way_it_can_be() -> None:
+    broken = {c.values[0] for c in CASES}
+    assert {path for path, _ in schema_fields()} <= broken
+    assert len([c for c in CASES if c.id.startswith("bound:")]) >= 100  # numeric ranges are the bulk of the schema
+    assert ("stack", "distillation", "fraction") in broken and ("stochastic_faults", 0, "mtbf_s") in broken
+
+
+@pytest.mark.parametrize(("path", "value", "problem"), CASES)
+def test_malformed_field_names_file_line_and_field(path: tuple[Any, ...], value: Any,
+                                                   problem: tuple[str, ...]) -> None:
+    text = mutated(path, value)
+    message = error_of(text)
+    assert message.splitlines() == [message]
+    line = assert_names(message, FILE, written_at(text, path), dotted(path), *problem)
+    field = dict(schema_fields()).get(path)
+    if field is not None and value is not MISSING and get_origin(field.annotation) is Literal:  # a bad enumeration
+        assert all(repr(option) in line for option in get_args(field.annotation)), line
+
+
+# --- faults: the arguments of each kind ---------------------------------------------------------------------------
+
+ARGUMENT_VALUES = {"node": "bob", "device": "tagger-link", "duration_s": 5.0, "delta_rad": 1.0, "delta_c": 1.0,
+                   "delta_db": 1.0, "buffer_rate_hz": 1e6}
+WHEN = {"faults": {"at_s": 10.0}, "stochastic_faults": {"mtbf_s": 600.0, "seed": 3}}
+
+
+def fault_entry(kind: str, **change: Any) -> dict[str, Any]:
+    entry = {"kind": kind, **{a: ARGUMENT_VALUES[a] for a in FAULT_ARGUMENTS[kind]}, **change}
+    return {k: v for k, v in entry.items() if v is not MISSING}
+
+
+def with_entry(section: str, entry: dict[str, Any]) -> str:
+    return yaml.safe_dump(BASE | {section: [WHEN[section] | entry]}, sort_keys=False)
+
+
+@pytest.mark.parametrize("section", WHEN)
+@pytest.mark.parametrize("kind", FAULT_ARGUMENTS)
+def test_each_fault_kind_with_its_arguments_is_accepted(section: str, kind: str) -> None:
+    scenario = parse_scenario(with_entry(section, fault_entry(kind)), FILE)
+    assert getattr(scenario, section)[0].arguments() == {a: ARGUMENT_VALUES[a] for a in FAULT_ARGUMENTS[kind]}
+
+
+@pytest.mark.parametrize("section", WHEN)
+@pytest.mark.parametrize(("kind", "argument"), [(k, a) for k, args in FAULT_ARGUMENTS.items() for a in args])
+def test_a_fault_without_one_of_its_arguments(section: str, kind: str, argument: str) -> None:
+    text = with_entry(section, fault_entry(kind, **{argument: MISSING}))
+    assert_names(error_of(text), FILE, written_at(text, (section, 0)), f"{section}.0", f"{kind} needs {argument}")
+
+
+@pytest.mark.parametrize("section", WHEN)
+@pytest.mark.parametrize(("kind", "argument"), [(k, a) for k, args in FAULT_ARGUMENTS.items()
+                                                for a in ARGUMENT_VALUES if a not in args])
+def test_a_fault_with_an_argument_its_kind_does_not_take(section: str, kind: str, argument: str) -> None:
+    text = with_entry(section, fault_entry(kind, **{argument: ARGUMENT_VALUES[argument]}))
+    assert_names(error_of(text), FILE, written_at(text, (section, 0)), f"{section}.0",
+                 f"{kind} takes only {', '.join(FAULT_ARGUMENTS[kind])}, not {argument}")
+
+
+@pytest.mark.parametrize(("entry", "field", "problem"), [
+    pytest.param(fault_entry("clock_unlock", duration_s=60.0, max_duration_s=10.0), "stochastic_faults.0",
+                 "max_duration_s 10.0 < duration_s 60.0", id="inverted-duration-range"),
+    pytest.param(fault_entry("clock_unlock", duration_s=MISSING, max_duration_s=60.0), "stochastic_faults.0",
+                 "clock_unlock needs duration_s", id="range-without-its-start"),
+    pytest.param(fault_entry("phase_jump", max_duration_s=10.0), "stochastic_faults.0",
+                 "max_duration_s needs a kind that takes duration_s, not phase_jump", id="range-without-duration"),
+    pytest.param(fault_entry("fibre_cut", mtbf_s=3600 / (MAX_STOCHASTIC_FAULTS + 1)), "stochastic_faults",
+                 f"at most {MAX_STOCHASTIC_FAULTS} per entry", id="too-many-faults"),
+    pytest.param(fault_entry("fibre_cut", at_s=5.0), "stochastic_faults.0.at_s", "unknown field", id="explicit-time"),
+    pytest.param(fault_entry("fibre_cut", seed=-1), "stochastic_faults.0.seed", "greater than or equal to 0",
+                 id="negative-seed"),
+    pytest.param(fault_entry("fibre_cut", seed=1.5), "stochastic_faults.0.seed", "valid integer", id="float-seed"),
+])
+def test_bad_stochastic_fault(entry: dict[str, Any], field: str, problem: str) -> None:
+    text = with_entry("stochastic_faults", entry)
+    message = error_of(text)
+    assert message.splitlines() == [message]
+    assert_names(message, FILE, written_at(text, tuple(int(p) if p.isdigit() else p for p in field.split("."))),
+                 field, problem)
+
+
+# --- the fault timeline -------------------------------------------------------------------------------------------
+
+
+def stochastic(mtbf_s: float, seed: int, **change: Any) -> StochasticFault:
+    return StochasticFault(**fault_entry("clock_unlock", **change), mtbf_s=mtbf_s, seed=seed)
+
+
+def test_a_stochastic_entry_gives_the_same_timeline_for_the_same_seed_and_another_for_another() -> None:
+    timeline = stochastic(300.0, seed=5).expand(36_000.0)
+    assert len(timeline) > 50
+    assert timeline == stochastic(300.0, seed=5).expand(36_000.0)
+    assert [f.at_s for f in timeline] != [f.at_s for f in stochastic(300.0, seed=6).expand(36_000.0)]
+    assert all(f == FaultConfig(at_s=f.at_s, kind="clock_unlock", node="bob", duration_s=5.0) for f in timeline)
+
+
+def test_stochastic_faults_are_a_poisson_process_of_rate_one_over_mtbf() -> None:
+    duration_s, mtbf_s = 1e6, 100.0
+    at_s = np.array([f.at_s for f in stochastic(mtbf_s, seed=11).expand(duration_s)])
+    expected = duration_s / mtbf_s
+    assert abs(at_s.size - expected) <= K * np.sqrt(expected)
+    assert np.all(np.diff(at_s) >= 0) and at_s[0] >= 0 and at_s[-1] < duration_s
+    assert kstest(np.diff(at_s), expon(scale=mtbf_s).cdf).pvalue > 1e-4  # exponential gaps: memoryless onsets
+
+
+def test_the_fault_count_over_seeds_is_poisson_with_mean_duration_over_mtbf() -> None:
+    counts = np.array([len(stochastic(60.0, seed).expand(3600.0)) for seed in range(300)])
+    check_poisson(counts, 3600.0 / 60.0)
+
+
+def test_durations_are_uniform_in_their_range() -> None:
+    lasting = np.array([f.duration_s for f in stochastic(10.0, seed=2, duration_s=20.0, max_duration_s=80.0)
+                        .expand(50_000.0)])
+    assert lasting.min() >= 20.0 and lasting.max() <= 80.0
+    assert abs(lasting.mean() - 50.0) <= K * 60.0 / np.sqrt(12 * lasting.size)
+    assert kstest(lasting, "uniform", args=(20.0, 60.0)).pvalue > 1e-4
+
+
+STOCHASTIC_TEXT = edit("duration_s: 3600\n", "duration_s: 600\n", edit("acceptance:\n", (
+    "faults:\n"
+    "  - {at_s: 300, kind: phase_jump, node: alice, delta_rad: 1.0}\n"
+    "stochastic_faults:\n"
+    "  - {kind: polarization_scramble, node: bob, mtbf_s: 60, seed: 4}\n"
+    "  - {kind: clock_unlock, node: alice, duration_s: 5, mtbf_s: 100, seed: 9}\n"
+    "acceptance:\n")))
+
+
+def test_the_timeline_merges_explicit_and_stochastic_faults_in_time_order() -> None:
+    scenario = parse_scenario(STOCHASTIC_TEXT, FILE)
+    timeline = scenario.fault_timeline()
+    assert [f.at_s for f in timeline] == sorted(f.at_s for f in timeline)
+    assert scenario.faults[0] in timeline
+    expanded = [entry.expand(600.0) for entry in scenario.stochastic_faults]
+    assert sorted(timeline, key=lambda f: (f.at_s, f.kind)) == sorted(
+        (*scenario.faults, *expanded[0], *expanded[1]), key=lambda f: (f.at_s, f.kind))
+    assert all(expanded) and timeline == parse_scenario(STOCHASTIC_TEXT, FILE).fault_timeline()
+
+
+def test_the_rig_injects_the_timeline_whatever_the_runs_seed() -> None:
+    scenario = parse_scenario(STOCHASTIC_TEXT, FILE)
+    injected = []
+    for seed in (1, 2):
+        rig = build_emulated_rig(scenario, seed=seed)
+        rig.env.run(until=round(scenario.duration_s * PS_PER_S))
+        injected.append([t for t, _ in rig.faults.log])
+    assert injected[0] == injected[1] == pytest.approx([f.at_s for f in scenario.fault_timeline()], abs=1e-9)
+
+
+@pytest.mark.parametrize(("path", "problem"), [
+    pytest.param(("link",), "Input should be a mapping (field: value, …) (got 'oops')", id="section"),
+    pytest.param(("acceptance",), "Input should be a mapping (key: value, …) (got 'oops')", id="mapping"),
+    pytest.param(("faults",), "Input should be a list (- item, …) (got 'oops')", id="list"),
+])
+def test_a_scalar_where_a_section_or_list_goes_is_named_in_yaml_terms(path: tuple[str, ...], problem: str) -> None:
+    text = mutated(path, "oops")
+    assert_names(error_of(text), FILE, written_at(text, path), dotted(path), problem)
