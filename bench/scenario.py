@@ -111,6 +111,8 @@ class DetectorConfig(_Strict):
     temperature_k: float = Field(0.8, gt=0, description="base temperature of the cryostat, K")
     recycle_period_s: float = Field(167_143.0, gt=0,
                                     description='325 h / 7: seed 000, "9 times (including 7 detector cooling cycles)"')
+    first_recycle_s: float | None = Field(None, ge=0, description=(
+        "virtual time of the first regeneration, s; unset: uniform in the first period (racks not in step)"))
     recycling_s: float = Field(600.0, ge=0, description="cryocooler regeneration, offline, s")
     cooldown_s: float = Field(600.0, ge=0, description="cool-down to base temperature, offline, s")
 

@@ -43,6 +43,7 @@ class DetectorParams:
     recycle_period_s: float  # cold time between two cryocooler recycles
     recycling_s: float  # regeneration, offline
     cooldown_s: float  # cooling back to base temperature, offline
+    first_recycle_s: float | None = None  # time of the first recycle; None: uniform in the first period
 
     @property
     def jitter_sigma_ps(self) -> float:
@@ -98,8 +99,10 @@ class EmulatedDetectors(DetectorSystem):
     def _cryocooler(self):  # SimPy process
         p = self.params
         env = self.world.env
-        # The first recycle falls anywhere in the first period: racks are not switched on in step.
-        wait_s = float(self._rng.uniform(0.0, p.recycle_period_s))
+        # Unless the scenario places it, the first recycle falls anywhere in the first period: racks are not
+        # switched on in step.
+        wait_s = p.first_recycle_s if p.first_recycle_s is not None else float(
+            self._rng.uniform(0.0, p.recycle_period_s))
         try:
             while True:
                 yield env.timeout(round(wait_s * PS_PER_S))

@@ -601,3 +601,12 @@ def test_the_rig_injects_the_timeline_whatever_the_runs_seed() -> None:
 def test_a_scalar_where_a_section_or_list_goes_is_named_in_yaml_terms(path: tuple[str, ...], problem: str) -> None:
     text = mutated(path, "oops")
     assert_names(error_of(text), FILE, written_at(text, path), dotted(path), problem)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "scenarios").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_scenario_is_valid_and_quotes_its_sources(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert path.read_text(encoding="utf-8").startswith("#")  # a header saying what the scenario mirrors
+    assert scenario.name == path.stem
+    assert all(r.source for r in scenario.reference.values())
