@@ -17,7 +17,7 @@ import numpy as np
 DEFAULT_MAX_POINTS = 4096
 
 
-@dataclass
+@dataclass(slots=True)
 class SeriesStats:
     """Running statistics of every value recorded in one series (none dropped by the decimation)."""
 
@@ -51,14 +51,20 @@ class AbsQuantiles:
             raise ValueError(f"need 0 < bin_width < limit, got {bin_width} and {limit}")
         self.bin_width = bin_width
         self.limit = limit
-        self.counts = np.zeros(math.ceil(limit / bin_width) + 1, np.int64)
+        self._counts = [0] * (math.ceil(limit / bin_width) + 1)  # a list: one is bumped per record
+        self._last_bin = len(self._counts) - 1
 
     def __call__(self, _t_s: float, value: float) -> None:
-        self.counts[min(int(abs(value) / self.bin_width), self.counts.size - 1)] += 1
+        self._counts[min(int(abs(value) / self.bin_width), self._last_bin)] += 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Records per bin (int64)."""
+        return np.array(self._counts, np.int64)
 
     @property
     def count(self) -> int:
-        return int(self.counts.sum())
+        return sum(self._counts)
 
     def quantile(self, q: float) -> float:
         """The smallest bin edge below which at least a fraction ``q`` of |values| lie (nan when empty)."""
@@ -103,20 +109,26 @@ class Monitor:
         return series
 
     def record(self, name: str, t_s: float, value: float) -> None:
-        series = self._get(name)
+        series = self._series.get(name)
+        if series is None:
+            series = self._get(name)
         s = series.stats
-        if s.count % series.stride == 0:
+        count = s.count
+        if count % series.stride == 0:
             series.t_s.append(t_s)
             series.values.append(value)
             if len(series.t_s) > self.max_points:
                 del series.t_s[1::2], series.values[1::2]
                 series.stride *= 2
-        s.count += 1
+        s.count = count + 1
         s.total += value
         s.total_sq += value * value
-        s.min = min(s.min, value)
-        s.max = max(s.max, value)
-        s.last_t_s, s.last = t_s, value
+        if value < s.min:  # as min() and max() keep the running extremes (a nan never replaces them)
+            s.min = value
+        if value > s.max:
+            s.max = value
+        s.last_t_s = t_s
+        s.last = value
         for watcher in series.watchers:
             watcher(t_s, value)
 

@@ -123,14 +123,16 @@ class RollingTally:
         self.total = SiftedTally()
 
     def add(self, tally: SiftedTally) -> None:
-        self._parts.append(tally)
-        self.total += tally
-        while len(self._parts) > 1:
-            rest = self.total - self._parts[0]
-            if rest.n_z < self.bits or rest.n_x < self.bits:
+        parts = self._parts
+        parts.append(tally)
+        total = self.total + tally
+        while len(parts) > 1:
+            first = parts[0]
+            if total.n_z - first.n_z < self.bits or total.n_x - first.n_x < self.bits:
                 break
-            self.total = rest
-            self._parts.popleft()
+            total = total - first
+            parts.popleft()
+        self.total = total
 
     @property
     def full(self) -> bool:
@@ -175,6 +177,13 @@ class LinkStack:
                              if s.polarization.enabled else {})
         self._pol_counts = dict.fromkeys(self.polarization, 0.0)
         self._pol_s = 0.0
+        # Per node, made once: the keys of its episodes and the name of its count-rate series.
+        self._counts_lost_key = {node: f"counts lost at {node}" for node in self._node_channels}
+        self._efficiency_key = {node: f"efficiency drop at {node}" for node in self._node_channels}
+        self._pol_series = {node: f"polarization.counts_hz.{node}" for node in self.polarization}
+        acq_s = s.sync.acquisition_s  # and the weights of one acquisition in the running references
+        self._reference_weight = min(1.0, acq_s / s.supervisor.reference_tau_s)
+        self._ratio_smoothing = min(1.0, acq_s / EFFICIENCY_SMOOTHING_S)
         self._pump_quiet_s = 0.0  # time since the pump last moved, s
         spec = devices.channels.coincidence_spec(s.coincidence_window_ps, s.time_bin_ps)
         self._request = AcquisitionRequest(
@@ -195,13 +204,13 @@ class LinkStack:
     async def run(self, until_s: float) -> None:
         """Run until loop time ``until_s`` (no acquisition is started that would end after it)."""
         acq_s = self.settings.sync.acquisition_s
-        while self._now() + acq_s <= until_s:
-            self.supervisor.check_budget(self._now())
+        while (now := self._now()) + acq_s <= until_s:
+            self.supervisor.check_budget(now)
             try:
                 if self.mode is Mode.BOOT:
                     await self._boot()
                     continue
-                if self._now() >= self._next_poll_s:
+                if now >= self._next_poll_s:
                     await self._poll()
                 if not self.sync.locked:
                     await self._acquire_sync()
@@ -238,7 +247,8 @@ class LinkStack:
     async def _call(self, device: str, call: Callable[[], Awaitable[T]], *, probe: bool = False) -> T | None:
         """``call()`` unless ``device`` is backing off; a driver error opens its episode and returns None.
         Only a ``probe`` (a call that surely reaches the device, e.g. its status) closes the episode."""
-        if self._now() < self._backoff.get(device, (0.0, 0.0))[0]:
+        backoff = self._backoff.get(device)
+        if backoff is not None and self._now() < backoff[0]:
             return None
         try:
             result = await call()
@@ -311,8 +321,8 @@ class LinkStack:
         self._backoff.pop(self.tagger.name, None)
         t = self._now()
         t_mid = t - acq_s / 2
-        rates = {node: sum(acq.count_rates_hz.get(ch, 0.0) for ch in chs)
-                 for node, chs in self._node_channels.items()}
+        rate = acq.count_rates_hz.get
+        rates = {node: rate(a, 0.0) + rate(b, 0.0) + rate(c, 0.0) for node, (a, b, c) in self._node_channels.items()}
         if not await self._counts_present(t, rates):
             self.supervisor.enter(Mode.DEGRADED, t, "counts lost")
             return
@@ -361,9 +371,9 @@ class LinkStack:
         present = True
         for node, rate in rates.items():
             reference = self._reference_hz.get(node)
-            key = f"counts lost at {node}"
             if reference is None:
                 continue
+            key = self._counts_lost_key[node]
             if self.supervisor.is_open(key):
                 lost = rate < sup.counts_back_fraction * reference
             else:
@@ -378,7 +388,7 @@ class LinkStack:
                 self.supervisor.fault(t, key, f"counts lost at {node}: {cause}", "wait for counts; hold sync")
                 present = False
         if present and self.mode is Mode.KEY:
-            weight = min(1.0, self.settings.sync.acquisition_s / sup.reference_tau_s)
+            weight = self._reference_weight
             for node, rate in rates.items():
                 self._reference_hz[node] += weight * (rate - self._reference_hz[node])
         elif present and not self._reference_hz:
@@ -391,7 +401,7 @@ class LinkStack:
         sup = self.settings.supervisor
         if min(rates.values()) <= 0:
             return
-        smooth = min(1.0, self.settings.sync.acquisition_s / EFFICIENCY_SMOOTHING_S)
+        smooth = self._ratio_smoothing
         for node, other in (("alice", "bob"), ("bob", "alice")):
             if node not in rates or other not in rates:
                 continue
@@ -400,7 +410,7 @@ class LinkStack:
             now = self._ratio_now[node] = before + smooth * (ratio - before)
             reference = self._ratio_ref.setdefault(node, now)
             drop = 1.0 - now / reference
-            key = f"efficiency drop at {node}"
+            key = self._efficiency_key[node]
             if self.supervisor.is_open(key):
                 started = self.supervisor.episode(key).start_s
                 if drop <= sup.efficiency_back_fraction:
@@ -414,8 +424,7 @@ class LinkStack:
                 self.supervisor.fault(t, key, f"detection efficiency or transmission at {node} down {drop:.0%}",
                                       "polarization loop re-aligns", link_level=False)
             elif self.mode is Mode.KEY:
-                weight = min(1.0, self.settings.sync.acquisition_s / sup.reference_tau_s)
-                self._ratio_ref[node] = reference + weight * (now - reference)
+                self._ratio_ref[node] = reference + self._reference_weight * (now - reference)
 
     async def _qber_healthy(self, t: float) -> bool:
         """Check the rolling QBERs; start the recovery a climbing one calls for."""
@@ -486,7 +495,7 @@ class LinkStack:
         for node, loop in self.polarization.items():
             if pump_settled:
                 await self._call(loop.controller.name, lambda loop=loop, n=node: loop.update(self._pol_counts[n]))
-            self.monitor.record(f"polarization.counts_hz.{node}", self._now(), self._pol_counts[node] / self._pol_s)
+            self.monitor.record(self._pol_series[node], self._now(), self._pol_counts[node] / self._pol_s)
         self._pol_counts = dict.fromkeys(self.polarization, 0.0)
         self._pol_s = 0.0
 
@@ -501,13 +510,18 @@ class LinkStack:
     def secret_fraction(self, tally: SiftedTally | None = None) -> float:
         """Secret bits per sifted Z bit: what the distilled blocks reached so far; before any block (or with
         distillation off) the asymptotic estimate for ``tally`` (default: the run's)."""
-        if self.distillery is not None and self.distillery.totals.secret_fraction is not None:
-            return self.distillery.totals.secret_fraction
+        distilled = self._distilled_fraction()
+        if distilled is not None:
+            return distilled
         tally = self.totals.tally if tally is None else tally
         if not tally.n_z:
             return 0.0
         qx = tally.qber_x if tally.n_x else 0.5
         return asymptotic_secret_bits(tally.n_z, tally.qber_z, qx, self.settings.ec_efficiency) / tally.n_z
+
+    def _distilled_fraction(self) -> float | None:
+        """Secret bits per sifted Z bit the distilled blocks reached so far (None before any, or undistilled)."""
+        return self.distillery.totals.secret_fraction if self.distillery is not None else None
 
     def _close_block(self, t_s: float) -> None:
         block, duration_s = self._block, self._block_time_s
@@ -526,6 +540,8 @@ class LinkStack:
         m.record("qber_x", t_s, qx)
         m.record("sifted_key_rate_bps", t_s, block.n_z / duration_s)
         m.record("secret_key_rate_bps_asymptotic", t_s, secret / duration_s)
-        m.record("secret_key_rate_bps", t_s, self.secret_fraction(block) * block.n_z / duration_s)
+        distilled = self._distilled_fraction()  # else the block's own estimate, as secret_fraction(block) gives it
+        fraction = distilled if distilled is not None else secret / block.n_z
+        m.record("secret_key_rate_bps", t_s, fraction * block.n_z / duration_s)
         self._block = SiftedTally()
         self._block_time_s = 0.0

@@ -9,18 +9,18 @@ coincidence finder (:mod:`bench.coincidence`; the choice is made in :class:`Read
 "Coincidence histogram computed every 0.5 seconds with 4 ps precision") takes the background-subtracted
 centroid of each 0.5 s histogram, fits the drift rate over the recent estimates, and moves Bob's input
 delays to where the peak will be during the next acquisition. A peak that stays insignificant for a few
-acquisitions means sync is lost.
+acquisitions means sync is lost. Both fits run compiled (numba) on every histogram, and give numpy's results
+bit for bit (tests/test_hot_paths.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
+from numba import njit
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.acquisition import PS_PER_S, SyncAcquisitionFailed, acquire_offset
@@ -61,8 +61,7 @@ class SyncSettings(BaseModel):
     drift_history: int = Field(20, ge=2, description="offset estimates in the drift-rate fit")
 
 
-@dataclass(frozen=True)
-class PeakFit:
+class PeakFit(NamedTuple):
     centre_ps: float  # background-subtracted centroid, relative to the histogram's zero
     significance: float  # (window counts − background) / √background
     signal_counts: float
@@ -70,21 +69,136 @@ class PeakFit:
 
 
 def fit_peak(hist: CorrelationHistogram, half_width_ps: float) -> PeakFit:
-    """Locate the highest bin, then centroid the background-subtracted counts within ±half_width_ps."""
-    counts = hist.counts.astype(float)
-    centres = hist.bin_centres_ps()
-    background = float(np.median(counts))
-    peak = int(np.argmax(counts))
-    half_bins = max(1, math.ceil(half_width_ps / hist.spec.binwidth_ps))
-    lo, hi = max(0, peak - half_bins), min(counts.size, peak + half_bins + 1)
-    window = counts[lo:hi] - background
-    signal = float(window.sum())
-    expected_background = background * (hi - lo)
-    significance = signal / math.sqrt(max(expected_background, 1.0))
-    weights = np.clip(window, 0.0, None)
-    total = float(weights.sum())
-    centre = float((weights * centres[lo:hi]).sum() / total) if total > 0 else float(centres[peak])
-    return PeakFit(centre, significance, signal, background)
+    """Locate the highest bin (the first of equals), then centroid the background-subtracted counts within
+    ±half_width_ps; the background per bin is the median bin."""
+    spec = hist.spec
+    return PeakFit(*_fit_peak(np.ascontiguousarray(hist.counts, dtype=np.int64), spec.binwidth_ps,
+                              max(1, math.ceil(half_width_ps / spec.binwidth_ps))))
+
+
+@njit(cache=True)
+def _fit_peak(counts: np.ndarray, binwidth_ps: int, half_bins: int) -> tuple[float, float, float, float]:
+    """:func:`fit_peak` of the counts (int64) of bins of ``binwidth_ps``. A window count less the median is a
+    half-integer and a bin centre (i − n/2 + ½)·binwidth, so every sum below adds exact multiples of ¼ far
+    below 2⁵³: its value does not depend on the order of the terms, and equals numpy's pairwise sum."""
+    n = counts.size
+    background = _median(counts)
+    peak = 0
+    for i in range(1, n):
+        if counts[i] > counts[peak]:
+            peak = i
+    lo, hi = max(0, peak - half_bins), min(n, peak + half_bins + 1)
+    signal = total = moment = 0.0
+    for i in range(lo, hi):
+        excess = counts[i] - background
+        signal += excess
+        if excess > 0.0:
+            total += excess
+            moment += excess * ((i - n // 2 + 0.5) * binwidth_ps)
+    significance = signal / math.sqrt(max(background * (hi - lo), 1.0))
+    centre = moment / total if total > 0.0 else (peak - n // 2 + 0.5) * binwidth_ps
+    return centre, significance, signal, background
+
+
+@njit(cache=True)
+def _median(values: np.ndarray) -> float:
+    """The median of integer ``values`` as ``np.median`` gives it (the mean of the two middle ones for an even
+    count), by counting: a histogram's bins mostly hold a narrow range of counts."""
+    n = values.size
+    low = values.min()
+    tally = np.zeros(n + 1, np.int64)  # how many values equal low, low + 1, …, low + n − 1; then the rest
+    for v in values:
+        tally[min(v - low, n)] += 1
+    lower_rank, upper_rank = (n - 1) // 2, n // 2
+    seen = 0
+    lower = 0.0
+    for k in range(n):
+        seen += tally[k]
+        if seen > lower_rank and seen - tally[k] <= lower_rank:
+            lower = float(low + k)
+        if seen > upper_rank:
+            return (lower + float(low + k)) / 2.0
+    return np.median(values.astype(np.float64))  # the middle lies n or more above the lowest value
+
+
+@njit(cache=True)
+def _block_sum(values: np.ndarray, first: int, n: int) -> float:
+    """Σ values[first:first + n], n ≤ 128, as numpy adds such a block: eight running sums, then the rest."""
+    if n < 8:
+        total = 0.0
+        for i in range(first, first + n):
+            total += values[i]
+        return total
+    r0, r1, r2, r3 = values[first], values[first + 1], values[first + 2], values[first + 3]
+    r4, r5, r6, r7 = values[first + 4], values[first + 5], values[first + 6], values[first + 7]
+    i = first + 8
+    end = first + n - n % 8
+    while i < end:
+        r0 += values[i]
+        r1 += values[i + 1]
+        r2 += values[i + 2]
+        r3 += values[i + 3]
+        r4 += values[i + 4]
+        r5 += values[i + 5]
+        r6 += values[i + 6]
+        r7 += values[i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < first + n:
+        total += values[i]
+        i += 1
+    return total
+
+
+@njit(cache=True)
+def _pairwise_sum(values: np.ndarray, first: int, n: int) -> float:
+    """Σ values[first:first + n] in numpy's order (pairwise summation, as ``np.add.reduce`` adds a contiguous
+    float64 array), so the sum is bit for bit numpy's: a range of more than 128 is the sum of its halves (the
+    first rounded down to a multiple of 8). The recursion runs on explicit stacks: numba cannot cache a
+    recursive function."""
+    if n <= 128:
+        return _block_sum(values, first, n)
+    ranges = np.empty((128, 3), np.int64)  # to do: (first, n, 1 when its halves' sums are on ``sums``)
+    sums = np.empty(128)
+    ranges[0, 0], ranges[0, 1], ranges[0, 2] = first, n, 0
+    todo, done = 1, 0
+    while todo:
+        todo -= 1
+        f, m, halves_done = ranges[todo, 0], ranges[todo, 1], ranges[todo, 2]
+        if halves_done:
+            done -= 1
+            sums[done - 1] += sums[done]
+        elif m <= 128:
+            sums[done] = _block_sum(values, f, m)
+            done += 1
+        else:
+            half = m // 2
+            half -= half % 8
+            ranges[todo, 2] = 1
+            ranges[todo + 1, 0], ranges[todo + 1, 1], ranges[todo + 1, 2] = f + half, m - half, 0
+            ranges[todo + 2, 0], ranges[todo + 2, 1], ranges[todo + 2, 2] = f, half, 0
+            todo += 3
+    return sums[0]
+
+
+@njit(cache=True)
+def _slope(t: np.ndarray, d: np.ndarray, first: int, n: int) -> float:
+    """Least-squares slope of the ``n`` points (t, d) of two ring buffers from ``first`` on, computed as
+    numpy computes Σ(t − t̄)(d − d̄) / Σ(t − t̄)² (same order, same result)."""
+    size = t.size
+    dt, dd = np.empty(n), np.empty(n)
+    for i in range(n):
+        dt[i] = t[(first + i) % size]
+        dd[i] = d[(first + i) % size]
+    t_mean = _pairwise_sum(dt, 0, n) / n
+    d_mean = _pairwise_sum(dd, 0, n) / n
+    for i in range(n):
+        dt[i] -= t_mean
+        dd[i] = dt[i] * (dd[i] - d_mean)
+    cross = _pairwise_sum(dd, 0, n)
+    for i in range(n):
+        dt[i] *= dt[i]
+    return cross / _pairwise_sum(dt, 0, n)
 
 
 class Readout:
@@ -101,7 +215,10 @@ class Readout:
         return self._constraints
 
     async def acquire(self, request: AcquisitionRequest) -> Acquisition:
-        if (await self.constraints()).measurements:
+        constraints = self._constraints
+        if constraints is None:
+            constraints = await self.constraints()
+        if constraints.measurements:
             return await self.tagger.acquire(request)
         return measure(await self.read_tags(request.duration_ps), request)
 
@@ -122,15 +239,46 @@ def _stamps(block: TagBlock, channel: int) -> np.ndarray:
     return block.timestamps_ps[(block.channels == channel) & (block.event_types == EventType.TIME_TAG)]
 
 
+class _Estimates:
+    """The latest ``size`` offset estimates (loop time s, offset ps), oldest first, in two ring buffers."""
+
+    def __init__(self, size: int) -> None:
+        self.t_s = np.empty(size)
+        self.offset_ps = np.empty(size)
+        self.first = 0
+        self.count = 0
+        self.last: tuple[float, float] | None = None
+
+    def append(self, t_s: float, offset_ps: float) -> None:
+        size = self.t_s.size
+        i = (self.first + self.count) % size
+        self.t_s[i] = t_s
+        self.offset_ps[i] = offset_ps
+        if self.count < size:
+            self.count += 1
+        else:
+            self.first = (self.first + 1) % size
+        self.last = (t_s, offset_ps)
+
+    def clear(self) -> None:
+        self.first = self.count = 0
+        self.last = None
+
+    def slope(self) -> float:
+        """Least-squares slope of offset over time, ps/s (0 until there are two)."""
+        return float(_slope(self.t_s, self.offset_ps, self.first, self.count)) if self.count >= 2 else 0.0
+
+
 class SyncTracker:
     def __init__(self, tagger: TimeTagger, channels: LinkChannels, settings: SyncSettings) -> None:
         self.tagger = tagger
         self.readout = Readout(tagger)
         self.channels = channels
+        self._bob_channels = channels.bob
         self.settings = settings
         self.locked = False
         self.applied_ps = 0  # offset compensated by Bob's input delays now
-        self._history: deque[tuple[float, float]] = deque(maxlen=settings.drift_history)
+        self._history = _Estimates(settings.drift_history)
         self._weak = 0
         self.last_fit: PeakFit | None = None
 
@@ -141,27 +289,26 @@ class SyncTracker:
 
     @property
     def estimate_ps(self) -> float | None:
-        return self._history[-1][1] if self._history else None
+        last = self._history.last
+        return last[1] if last is not None else None
 
     def drift_ps_per_s(self) -> float:
         """Slope of the recent offset estimates (0 until there are two)."""
-        if len(self._history) < 2:
-            return 0.0
-        t, d = np.array(self._history).T
-        t = t - t.mean()
-        return float((t * (d - d.mean())).sum() / (t * t).sum())
+        return self._history.slope()
 
     def predict_ps(self, t_s: float) -> float:
-        if not self._history:
+        last = self._history.last
+        if last is None:
             return float(self.applied_ps)
-        t_last, d_last = self._history[-1]
-        return d_last + self.drift_ps_per_s() * (t_s - t_last)
+        t_last, d_last = last
+        return d_last + self._history.slope() * (t_s - t_last)
 
     async def compensate(self, offset_ps: float) -> None:
         """Delay Bob's channels so that an offset of ``offset_ps`` appears at zero."""
-        self.applied_ps = round(offset_ps)
-        for ch in self.channels.bob:
-            await self.tagger.set_input_delay(ch, -self.applied_ps)
+        self.applied_ps = applied_ps = round(offset_ps)
+        set_input_delay = self.tagger.set_input_delay
+        for ch in self._bob_channels:
+            await set_input_delay(ch, -applied_ps)
 
     async def _histogram(self, spec: HistogramSpec, duration_s: float) -> tuple[CorrelationHistogram, float]:
         """One histogram and the loop time of its mid-point."""
@@ -240,5 +387,5 @@ class SyncTracker:
             return None
         self._weak = 0
         estimate = self.applied_ps + fit.centre_ps
-        self._history.append((t_mid_s, estimate))
+        self._history.append(t_mid_s, estimate)
         return estimate

@@ -12,9 +12,8 @@ N(0, ``unlocked_offset_sd``) until it relocks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from drivers.errors import check_range
 from drivers.interfaces.clock import ClockConstraints, ClockStatus, FrequencyReference
@@ -55,7 +54,8 @@ class EmulatedRbClock(FrequencyReference):
         self.locked = True
         self._random_walk = 0.0
         self._white = 0.0
-        self._noise = np.empty((0, 2))
+        self._noise: list[list[float]] = []  # (white, walk) standard normals, drawn in chunks
+        self._next_noise = 0
         self._segment_ps = world.now_ps
         self._segment_phase_ps = float(self._rng.uniform(-params.initial_phase_max_ps,
                                                          params.initial_phase_max_ps))
@@ -77,14 +77,17 @@ class EmulatedRbClock(FrequencyReference):
 
     def _drift(self):  # SimPy process
         p = self.params
+        env = self.world.env
+        root_update_s = math.sqrt(p.update_s)
         while True:
-            yield self.world.env.timeout(self._update_ps)
-            if not len(self._noise):
-                self._noise = self._rng.standard_normal((_NOISE_CHUNK, 2))
-            white, walk = self._noise[0]
-            self._noise = self._noise[1:]
-            self._white = white * p.white_fm_adev_1s / np.sqrt(p.update_s)
-            self._random_walk += walk * p.random_walk_fm_per_sqrt_s * np.sqrt(p.update_s)
+            yield env.timeout(self._update_ps)
+            if self._next_noise == len(self._noise):
+                self._noise = self._rng.standard_normal((_NOISE_CHUNK, 2)).tolist()
+                self._next_noise = 0
+            white, walk = self._noise[self._next_noise]
+            self._next_noise += 1
+            self._white = white * p.white_fm_adev_1s / root_update_s
+            self._random_walk += walk * p.random_walk_fm_per_sqrt_s * root_update_s
             self._new_segment()
 
     def phase_ps(self, t_ps: int) -> float:

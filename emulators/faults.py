@@ -33,38 +33,65 @@ class Silence:
     """Whether a device answers; silenced until a virtual time."""
 
     def __init__(self, world: World) -> None:
-        self._world = world
+        self._env = world.env
         self._until_ps = -1
+        self._faces: list[Answering] = []
+
+    def attach(self, face: Answering) -> None:
+        """``face`` is told (:meth:`Answering.forget`) whenever the device is silenced."""
+        self._faces.append(face)
 
     def silence(self, duration_s: float) -> None:
-        self._until_ps = max(self._until_ps, self._world.now_ps + round(duration_s * PS_PER_S))
+        self._until_ps = max(self._until_ps, int(self._env.now) + round(duration_s * PS_PER_S))
+        for face in self._faces:
+            face.forget()
 
     @property
     def active(self) -> bool:
-        return self._world.now_ps < self._until_ps
+        return self._env.now < self._until_ps
 
 
 class Answering:
-    """A device's driver face that stops answering while its :class:`Silence` is active."""
+    """A device's driver face that stops answering while its :class:`Silence` is active: every coroutine
+    method called meanwhile hangs for the driver's timeout and then raises ``DeviceTimeout``.
+
+    The stack makes several device calls per acquisition, so a coroutine method looked up while the device
+    answers is the device's own, kept as an instance attribute (later lookups skip :meth:`__getattr__`) until
+    the device is silenced; one looked up while it is silenced is a wrapper that checks again when called.
+    A method is therefore to be called as soon as it is looked up (as the stack does), not held across a wait."""
 
     def __init__(self, device: Any, silence: Silence, timeout_s: float) -> None:
         self._device = device
         self._silence = silence
         self._timeout_s = timeout_s
         self.name: str = device.name
+        self._kept: list[str] = []  # the device's methods kept as attributes
+        silence.attach(self)
 
     def __getattr__(self, attr: str) -> Any:
         target = getattr(self._device, attr)
         if not inspect.iscoroutinefunction(target):
             return target
+        silence = self._silence
+        if not silence.active:
+            self.__dict__[attr] = target
+            self._kept.append(attr)
+            return target
+        timeout_s, name = self._timeout_s, self.name
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if self._silence.active:
-                await asyncio.sleep(self._timeout_s)
-                raise DeviceTimeout(self.name, self._timeout_s, attr)
+            if silence.active:
+                await asyncio.sleep(timeout_s)
+                raise DeviceTimeout(name, timeout_s, attr)
             return await target(*args, **kwargs)
 
         return call
+
+    def forget(self) -> None:
+        """The device stops answering: drop the methods kept while it answered."""
+        for attr in self._kept:
+            del self.__dict__[attr]
+        self._kept.clear()
 
 
 @dataclass

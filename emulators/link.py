@@ -285,8 +285,10 @@ class LinkPhysics:
         self._slow = tuple((n.arm.transmission_at, n.detectors.params.efficiency, n.polarization.efficiency_factor,
                             n.detectors.cold_fraction, n.interferometer.phase_rad) for n in (alice, bob))
         self._visibilities = alice.interferometer.visibility * bob.interferometer.visibility
-        # What offset_ps() reads, bound once: Bob's and Alice's arm delay(t) and clock phase(t).
+        # What offset_ps() reads, bound once: Bob's and Alice's arm delay(t) and clock phase(t); and its latest
+        # answer, (t ps, Δ ps): an acquisition starts where the previous one ended.
         self._offset_reads = (bob.arm.delay_ps, bob.clock.phase_ps, alice.arm.delay_ps, alice.clock.phase_ps)
+        self._latest_offset = (-1, 0.0)
         self.ports: dict[int, Port] = {}
         for node in (alice, bob):
             c = node.channels
@@ -428,9 +430,15 @@ class LinkPhysics:
 
     # -- the offset ---------------------------------------------------------------------------
     def offset_ps(self, t_ps: int) -> float:
-        """True Δ(t): Bob's minus Alice's (propagation + clock phase) for a pair emitted at t, ps."""
+        """True Δ(t): Bob's minus Alice's (propagation + clock phase) for a pair emitted at t, ps. A function of t
+        alone (the delays follow the temperature, the clock phases are continuous), so the latest is kept."""
+        latest_ps, latest = self._latest_offset
+        if t_ps == latest_ps:
+            return latest
         delay_b, phase_b, delay_a, phase_a = self._offset_reads
-        return (delay_b(t_ps) + phase_b(t_ps)) - (delay_a(t_ps) + phase_a(t_ps))
+        offset = (delay_b(t_ps) + phase_b(t_ps)) - (delay_a(t_ps) + phase_a(t_ps))
+        self._latest_offset = (t_ps, offset)
+        return offset
 
     def offset_sign(self, start: int, click: int) -> float:
         """How Δ enters (click − start): +1 Alice→Bob, −1 Bob→Alice, 0 within one node."""

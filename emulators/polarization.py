@@ -87,7 +87,7 @@ class EmulatedPolarization(PolarizationController):
         self._from_v = self._commanded_v
         self._set_ps = world.now_ps
         self._settle_ps = round(_SETTLED_TIME_CONSTANTS * params.response_time_s * PS_PER_S)
-        self._settled_trig: list[tuple[float, float]] | None = None
+        self._settled_trig: tuple[float, float, float, float, float, float] | None = None
 
     def _random_unit_vector(self) -> Vector:
         x, y, z = self._standard_normal(), self._standard_normal(), self._standard_normal()
@@ -136,14 +136,18 @@ class EmulatedPolarization(PolarizationController):
         if tau_s == 0:
             return self._commanded_v
         decay = math.exp(-max(t_ps - self._set_ps, 0) / PS_PER_S / tau_s)
-        return tuple(c + (f - c) * decay for f, c in zip(self._from_v, self._commanded_v, strict=True))
+        (f1, f2, f3), (c1, c2, c3) = self._from_v, self._commanded_v  # _N_ACTUATORS of them
+        return (c1 + (f1 - c1) * decay, c2 + (f2 - c2) * decay, c3 + (f3 - c3) * decay)
 
-    def _controller_trig(self, t_ps: int) -> list[tuple[float, float]]:
+    def _controller_trig(self, t_ps: int) -> tuple[float, float, float, float, float, float]:
+        """(cos, sin) of each actuator's retardance at ``t_ps``, flat."""
         settled = t_ps - self._set_ps >= self._settle_ps
         if settled and self._settled_trig is not None:
             return self._settled_trig
         rad_per_v = self.params.rad_per_v
-        trig = [(math.cos(rad_per_v * d), math.sin(rad_per_v * d)) for d in self.actual_drives_v(t_ps)]
+        d1, d2, d3 = self.actual_drives_v(t_ps)
+        a1, a2, a3 = rad_per_v * d1, rad_per_v * d2, rad_per_v * d3
+        trig = (math.cos(a1), math.sin(a1), math.cos(a2), math.sin(a2), math.cos(a3), math.sin(a3))
         if settled:
             self._settled_trig = trig
         return trig
@@ -153,13 +157,15 @@ class EmulatedPolarization(PolarizationController):
         p = self.params
         self._advance_walk(t_ps)
         x, y, z = self._fibre_out
-        if p.rad_per_kelvin:  # else no thermal rotation
+        if p.rad_per_kelvin:  # else no thermal rotation (this is _rotate about the thermal axis, written out)
             angle_rad = p.rad_per_kelvin * (self.environment.temperature_c(t_ps) - p.reference_temperature_c)
-            x, y, z = _rotate((x, y, z), self._thermal_axis, math.cos(angle_rad), math.sin(angle_rad))
-        trig = self._settled_trig
-        if trig is None or t_ps - self._set_ps < self._settle_ps:
-            trig = self._controller_trig(t_ps)
-        (c1, s1), (c2, s2), (c3, s3) = trig
+            cos_a, sin_a = math.cos(angle_rad), math.sin(angle_rad)
+            ax, ay, az = self._thermal_axis
+            k = (ax * x + ay * y + az * z) * (1 - cos_a)
+            x, y, z = (x * cos_a + (ay * z - az * y) * sin_a + ax * k,
+                       y * cos_a + (az * x - ax * z) * sin_a + ay * k,
+                       z * cos_a + (ax * y - ay * x) * sin_a + az * k)
+        c1, s1, c2, s2, c3, s3 = self._controller_trig(t_ps)
         z, x = c1 * z - s1 * x, s1 * z + c1 * x  # about S2
         y, z = c2 * y - s2 * z, s2 * y + c2 * z  # about S1
         return s3 * z + c3 * x  # S1 component after the last rotation, about S2
@@ -173,7 +179,7 @@ class EmulatedPolarization(PolarizationController):
         t_ps = self.world.now_ps
         self._advance_walk(t_ps)
         p = self.params
-        (c1, s1), (c2, s2), (c3, s3) = self._controller_trig(t_ps)
+        c1, s1, c2, s2, c3, s3 = self._controller_trig(t_ps)
         x, y, z = 1.0, 0.0, 0.0
         z, x = c3 * z + s3 * x, -s3 * z + c3 * x  # undo the last rotation, about S2
         y, z = c2 * y + s2 * z, -s2 * y + c2 * z  # undo the one about S1
@@ -196,8 +202,10 @@ class EmulatedPolarization(PolarizationController):
         p = self.params
         if len(drives_v) != p.n_actuators:
             raise DriverError(self.name, f"expected {p.n_actuators} drives, got {len(drives_v)}")
+        low, high = p.min_drive_v, p.max_drive_v
         for i, drive_v in enumerate(drives_v):
-            check_range(self.name, f"drives_v[{i}]", drive_v, p.min_drive_v, p.max_drive_v)
+            if not low <= drive_v <= high:
+                check_range(self.name, f"drives_v[{i}]", drive_v, low, high)
         now_ps = self.world.now_ps
         self._from_v = self.actual_drives_v(now_ps)
         self._commanded_v = tuple(drives_v)

@@ -71,14 +71,16 @@ class _Plan:
     """What one (validated) request needs of the link, worked out once per request object."""
 
     layout: AcquisitionLayout
-    # (spec, first bin edge ps, and its peaks' slice of the means: first, last)
-    histograms: tuple[tuple[HistogramSpec, int, int, int], ...]
+    # ``stats``: one FlatPoisson draw per histogram (an empty row if there is none): the histogram (None for
+    # the empty row), the index of its flat mean, its first bin edge ps, its peaks' slice of the means (first,
+    # last), and the slice [lo, hi) of the other counts drawn with it (the means from ``layout.coincidences_at``
+    # on, in their order): the coincidence cells with the first row, the channel counts with the last.
+    draws: tuple[tuple[HistogramSpec | None, int, int, int, int, int, int], ...]
     means: np.ndarray  # scratch for each acquisition's means, used up within the acquisition
     cells_shape: tuple[int, int, int]  # of the coincidence counts: (pairs, start bit, click bit)
 
 
 FIDELITIES = ("tags", "pairs", "stats")
-_NO_COUNTS = np.empty(0, np.int64)
 _PLANS_KEPT = 4
 
 
@@ -115,9 +117,12 @@ class EmulatedLinkTagger(TimeTagger):
     async def set_input_delay(self, channel: int, delay_ps: int) -> None:
         self._check_channel(channel)
         m = self.params.max_input_delay_ps
-        check_range(self.name, f"input delay of channel {channel} (ps)", delay_ps, -m, m)
+        if not -m <= delay_ps <= m:
+            check_range(self.name, f"input delay of channel {channel} (ps)", delay_ps, -m, m)
         self._delays_ps[channel] = int(delay_ps)
-        self._delay_array_ps = np.array([self._delays_ps[ch] for ch in self.link.channels], dtype=np.float64)
+        delays = self._delay_array_ps.copy()  # a new array: an acquisition under way latched the old one
+        delays[self.link.channel_index[channel]] = self._delays_ps[channel]
+        self._delay_array_ps = delays
 
     async def acquire(self, request: AcquisitionRequest) -> Acquisition:
         if self.fidelity == "tags":
@@ -206,9 +211,13 @@ class EmulatedLinkTagger(TimeTagger):
             tuple((h.start_channel, h.click_channel, h.binwidth_ps) for h in request.histograms),
             None if cs is None else link.coincidence_layout(cs.pairs, cs.window_ps, cs.time_bin_ps),
             request.count_channels)
-        plan = _Plan(layout, tuple((h, -(h.n_bins // 2) * h.binwidth_ps, *peaks)
-                                   for h, peaks in zip(request.histograms, layout.histogram_peaks, strict=True)),
-                     np.empty(layout.size), (len(layout.coincidences.pairs), 2, 2))
+        cells, counted = layout.channels_at - layout.coincidences_at, layout.size - layout.coincidences_at
+        last = len(request.histograms) - 1
+        draws = tuple((h, 2 + i, -(h.n_bins // 2) * h.binwidth_ps, *peaks, 0 if i == 0 else cells,
+                       counted if i == last else cells)
+                      for i, (h, peaks) in enumerate(zip(request.histograms, layout.histogram_peaks, strict=True)))
+        plan = _Plan(layout, draws or ((None, 0, 0, 0, 0, 0, counted),), np.empty(layout.size),
+                     (len(layout.coincidences.pairs), 2, 2))
         if len(self._plans) >= _PLANS_KEPT:
             self._plans.pop(next(iter(self._plans)))
         self._plans[id(request)] = (request, plan)
@@ -234,8 +243,8 @@ class EmulatedLinkTagger(TimeTagger):
         """The acquisition's measurements; ``delays_ps`` per channel in the order of ``link.channels``.
 
         ``stats``: a histogram is its flat accidental background plus the Poisson counts of its peaks;
-        coincidence and channel counts are Poisson counts of their expectations, drawn with the first
-        histogram (:meth:`FlatPoisson.draw`). Every draw is exact.
+        coincidence and channel counts are Poisson counts of their expectations, the former drawn with the
+        first histogram and the latter with the last (:meth:`FlatPoisson.draw`). Every draw is exact.
         """
         t0, t1 = truth.start_ps, truth.end_ps
         d0, d1 = truth.offset_start_ps, truth.offset_end_ps
@@ -260,26 +269,25 @@ class EmulatedLinkTagger(TimeTagger):
             rates = self._rng.poisson(means[layout.channels_at:])
         else:
             draw = self._sampler.draw
-            counts = np.empty(plan.cells_shape, np.int64)
-            rows, cells = [], counts  # the coincidence cells are drawn along with the first row
-            for i, (h, first_edge_ps, first, last) in enumerate(plan.histograms):
-                row = draw(means.item(2 + i), h.n_bins, first_edge_ps, h.binwidth_ps, means, first, last,
-                           PEAK_SPAN_SIGMAS, layout.coincidences_at, cells)
-                rows.append(CorrelationHistogram(h, row))
-                cells = _NO_COUNTS
-            if cells.size:  # no row to draw them with
-                draw(0.0, 0, 0.0, 1.0, means, 0, 0, 0.0, layout.coincidences_at, cells)
+            at = layout.coincidences_at
+            drawn = np.empty(layout.size - at, np.int64)  # the coincidence cells, then the channel counts
+            rows = []
+            for h, mean_at, first_edge_ps, first, last, lo, hi in plan.draws:
+                part = drawn[lo:hi]
+                if h is None:  # no histogram: the counts alone
+                    draw(0.0, 0, 0.0, 1.0, means, 0, 0, 0.0, at, part)
+                else:
+                    rows.append(CorrelationHistogram(h, draw(means.item(mean_at), h.n_bins, first_edge_ps,
+                                                             h.binwidth_ps, means, first, last, PEAK_SPAN_SIGMAS,
+                                                             at + lo, part)))
             histograms = tuple(rows)
-            rates = None
-            if request.count_channels:
-                rates = np.empty(len(request.count_channels), np.int64)
-                draw(0.0, 0, 0.0, 1.0, means, 0, 0, 0.0, layout.channels_at, rates)
+            cells = layout.channels_at - at
+            counts, rates = drawn[:cells].reshape(plan.cells_shape), drawn[cells:]
         coincidences = None
         if request.coincidences is not None:
             events = _events(counts, self._rng) if request.coincidence_events else None
             coincidences = CoincidenceCounts(request.coincidences, counts, events)
-        count_rates = {} if rates is None else dict(
-            zip(request.count_channels, (rates / duration_s).tolist(), strict=True))
+        count_rates = {ch: n / duration_s for ch, n in zip(request.count_channels, rates.tolist(), strict=True)}
         return Acquisition(request, histograms, coincidences, count_rates, overflow, missed)
 
     def _count_candidates(self, request: AcquisitionRequest, state: LinkState, d0: float, d1: float,
