@@ -18,7 +18,10 @@ with a diagnosis and the action it takes, and calls :meth:`Supervisor.clear` whe
 again. A fault is an *episode*: opened once, however many acquisitions show it, and closed with its time
 to recover. An episode still open after ``recovery_budget_s`` counts one manual intervention — the run
 keeps trying, and the report shows it; it is never hidden. Link-level episodes (the link left key
-generation) that close count as automatic restarts (seed 000: "Automatic restarts: 9 times").
+generation) that close count as automatic restarts (seed 000: "Automatic restarts: 9 times"), one per
+outage: a link-level fault that opens within ``restart_settle_s`` of the previous one's recovery (the sync
+peak or the fringe settling after 20 min without photons) is a *follow-on*, booked as its own episode but
+part of the same restart.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class SupervisorSettings(BaseModel):
     status_poll_s: float = Field(10.0, gt=0, description="period of the clock-lock status poll, s")
     recovery_budget_s: float = Field(3600.0, gt=0, description=(
         "an episode open longer than this counts one manual intervention, s"))
+    restart_settle_s: float = Field(60.0, ge=0, description=(
+        "a link-level fault opening within this long of the previous one's recovery is part of the same"
+        " restart, s"))
 
 
 @dataclass
@@ -76,6 +82,7 @@ class Episode:
     actions: list[str] = field(default_factory=list)
     end_s: float | None = None
     manual: bool = False  # outlived the recovery budget
+    follow_on: bool = False  # link-level, opened while another was open or within restart_settle_s of its end
 
     @property
     def recovery_s(self) -> float | None:
@@ -84,7 +91,7 @@ class Episode:
     def as_dict(self) -> dict[str, object]:
         return {"fault": self.diagnosis, "start_s": self.start_s, "end_s": self.end_s,
                 "recovery_s": self.recovery_s, "actions": list(self.actions), "link_level": self.link_level,
-                "manual_intervention": self.manual}
+                "follow_on": self.follow_on, "manual_intervention": self.manual}
 
 
 class Supervisor:
@@ -97,6 +104,7 @@ class Supervisor:
         self.episodes: list[Episode] = []
         self._open: dict[str, Episode] = {}
         self.manual_interventions = 0
+        self._link_recovered_s: float | None = None  # when the last link-level episode closed
 
     def enter(self, mode: Mode, t_s: float, why: str = "") -> None:
         if mode is self.mode:
@@ -109,6 +117,10 @@ class Supervisor:
         episode = self._open.get(key)
         if episode is None:
             episode = self._open[key] = Episode(key, diagnosis, t_s, link_level)
+            episode.follow_on = link_level and (
+                any(e.link_level for e in self._open.values() if e is not episode)
+                or (self._link_recovered_s is not None
+                    and t_s - self._link_recovered_s <= self.settings.restart_settle_s))
             self.episodes.append(episode)
             self.monitor.event(t_s, f"fault: {diagnosis} → {action}")
             episode.actions.append(action)
@@ -133,6 +145,8 @@ class Supervisor:
         episode = self._open.pop(key, None)
         if episode is not None:
             episode.end_s = t_s
+            if episode.link_level:
+                self._link_recovered_s = t_s
             self.monitor.event(t_s, f"recovered: {episode.diagnosis} after {episode.recovery_s:.1f} s")
 
     def clear_link_faults(self, t_s: float) -> None:
@@ -151,7 +165,17 @@ class Supervisor:
 
     @property
     def automatic_restarts(self) -> int:
-        return sum(1 for e in self.episodes if e.link_level and e.end_s is not None and not e.manual)
+        """Outages the link came back from by itself: closed link-level episodes that are not follow-ons,
+        none of whose episodes needed a manual intervention."""
+        restarts, outage = 0, []
+        for e in (e for e in self.episodes if e.link_level):
+            if not e.follow_on and outage:
+                restarts += all(x.end_s is not None and not x.manual for x in outage)
+                outage = []
+            outage.append(e)
+        if outage:
+            restarts += all(x.end_s is not None and not x.manual for x in outage)
+        return restarts
 
     def recovery_times_s(self) -> dict[str, list[float]]:
         """Closed episodes' recovery times by diagnosis."""

@@ -17,7 +17,7 @@ from bench.report import SYNC_ERROR_SERIES, score_sync
 from bench.rig import build_emulated_rig
 from bench.scenario import Scenario
 from bench.stack import LinkStack
-from bench.supervisor import Episode, Mode
+from bench.supervisor import Episode, Mode, Supervisor, SupervisorSettings
 from bench.vtime import PS_PER_S
 
 AT_S = 300.0
@@ -88,8 +88,28 @@ def test_a_cooling_cycle_is_a_counts_outage_the_link_rides_out(smoke: Scenario) 
     assert len(cycles) >= 1
     for episode in cycles:
         assert episode.recovery_s is not None and episode.recovery_s <= 1200.0 + 30.0
-    assert stack.supervisor.automatic_restarts >= len(cycles)
+    assert stack.supervisor.automatic_restarts == len(cycles)  # what follows a cycle is part of its restart
     assert stack.supervisor.manual_interventions == 0
+
+
+def test_a_restart_is_an_outage_with_its_follow_ons() -> None:
+    sup = Supervisor(SupervisorSettings(restart_settle_s=60.0, recovery_budget_s=3600.0), Monitor())
+    sup.fault(0.0, "counts", "counts lost at bob", "wait")
+    sup.clear(1200.0, "counts")
+    sup.fault(1203.0, "sync", "sync lost", "reacquire")  # the peak settling after the outage
+    sup.clear(1206.0, "sync")
+    sup.fault(1250.0, "clock", "bob clock unlocked", "track", link_level=False)  # not the link's
+    sup.clear(1280.0, "clock")
+    sup.fault(1300.0, "qber_x", "QBERx above", "scan")  # 94 s after: a fault of its own
+    sup.clear(1306.0, "qber_x")
+    assert [e.follow_on for e in sup.episodes] == [False, True, False, False]
+    assert sup.automatic_restarts == 2
+    sup.fault(9000.0, "cut", "counts lost at bob: fibre", "wait")
+    sup.fault(9001.0, "sync2", "sync lost", "reacquire")  # while the first is still open
+    sup.clear(9900.0, "cut")
+    sup.check_budget(9001.0 + 3601.0)  # the follow-on outlives the budget: the outage was not automatic
+    assert sup.episodes[-1].follow_on and sup.manual_interventions == 1
+    assert sup.automatic_restarts == 2
 
 
 def test_every_fault_in_one_run(smoke: Scenario) -> None:
