@@ -65,6 +65,7 @@ class PolarizationLoop:
         self._base_counts: float | None = None
         self._trial: list[float] | None = None
         self._recentring = False
+        self._free_visit: list[bool] = []
         self.kept = 0
         self.wraps = 0
         self.reverted = 0
@@ -72,6 +73,7 @@ class PolarizationLoop:
     async def start(self) -> None:
         c = await self.controller.constraints()
         self._drives_v = list((await self.controller.status()).drives_v)
+        self._free_visit = [False] * len(self._drives_v)
         self._limits_v = (c.min_drive_v, c.max_drive_v)
         s, span_v = self.settings, c.max_drive_v - c.min_drive_v
         turn_v = (2 * math.pi + 2 * s.max_step_rad) / s.rad_per_v
@@ -107,7 +109,11 @@ class PolarizationLoop:
         lo, hi = self._limits_v
         mid, band = (lo + hi) / 2, self._band_v
         v = trial[self._actuator]
-        self._recentring = not lo + band <= v <= hi - band
+        in_band = not lo + band <= v <= hi - band
+        # In a band, every other visit walks inwards; the visits between move freely, so an actuator the
+        # optimum pushes outwards is not held there while the alignment degrades.
+        self._recentring = in_band and not self._free_visit[self._actuator]
+        self._free_visit[self._actuator] = in_band and not self._free_visit[self._actuator]
         direction = math.copysign(1.0, mid - v) if self._recentring else self._direction
         v += direction * self._step_rad / s.rad_per_v
         if not lo <= v <= hi:

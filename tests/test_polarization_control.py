@@ -49,12 +49,12 @@ def _run(scenario: Scenario, seconds: float, loop_on: bool = True, scramble_at_s
 def test_efficiency_varies_by_less_than_3_percent_through_a_thermal_cycle(smoke: Scenario) -> None:
     # 1 rad/K over ±5 °C in an hour, plus a birefringence walk: far faster than the seed's 10 h cycle.
     scenario = _scenario(smoke, kelvin_rad=1.0, swing_c=5.0, walk=2e-3)
-    # As a monitor sees it: efficiency averaged over 10 s. An actuator wrapping by a full turn slews
-    # through every retardance for ~2 s, a dip the averages carry but do not hide.
-    free = _run(scenario, 3600.0, loop_on=False).reshape(-1, 10).mean(axis=1)
-    held = _run(scenario, 3600.0).reshape(-1, 10).mean(axis=1)
+    # Every second counts, the loop's own trial seconds included; several seeds, as the fibre's start differs.
+    free = _run(scenario, 3600.0, loop_on=False)
     assert (free.max() - free.min()) / free.max() > 0.05  # the drift alone would break the bound
-    assert (held.max() - held.min()) / held.max() < 0.03
+    for seed in range(4):
+        held = _run(scenario.model_copy(update={"seed": seed}), 3600.0)
+        assert (held.max() - held.min()) / held.max() < 0.03, seed
 
 
 def test_recovery_after_a_scramble_is_bounded(smoke: Scenario) -> None:
