@@ -103,6 +103,14 @@ class PolarizationLoop:
             self.reverted += 1
         self._trial = None  # the next second re-measures the base at the kept drives
 
+    async def discard(self) -> None:
+        """The counts since the last update are not comparable (the pump moved): drop the base and any
+        trial, back at the kept drives, so the next update measures a fresh base."""
+        if self._trial is not None:
+            await self.controller.set_drives(tuple(self._drives_v))
+            self._trial = None
+        self._base_counts = None
+
     async def _try_next(self) -> None:
         s = self.settings
         trial = list(self._drives_v)

@@ -495,6 +495,8 @@ class LinkStack:
         for node, loop in self.polarization.items():
             if pump_settled:
                 await self._call(loop.controller.name, lambda loop=loop, n=node: loop.update(self._pol_counts[n]))
+            else:  # a base taken before the pump moved would make any trial after it look like a gain
+                await self._call(loop.controller.name, loop.discard)
             self.monitor.record(self._pol_series[node], self._now(), self._pol_counts[node] / self._pol_s)
         self._pol_counts = dict.fromkeys(self.polarization, 0.0)
         self._pol_s = 0.0
