@@ -160,7 +160,10 @@ class LinkStack:
         self._block = SiftedTally()
         self._block_time_s = 0.0
         self._node_channels = devices.node_channels()
-        self._reference_hz: dict[str, float] = {}
+        # node → its count rate per mW of pump, reference: singles follow the pump (pairs ∝ power; dark counts
+        # are ~10^-5 of them), so a deliberate pump step is never taken for counts lost or back
+        self._reference_hz_per_mw: dict[str, float] = {}
+        self._pump_mw = 1.0  # the pump's setpoint, mW (1: no pump on this link, rates as they are)
         self._rolling = RollingTally(settings.supervisor.qber_window_bits)
         self._healthy_s = 0.0
         self._backoff: dict[str, tuple[float, float]] = {}  # device → (next try at, current back-off), s
@@ -264,6 +267,10 @@ class LinkStack:
         await self.tagger.constraints()
         self._device_ok(self.tagger.name)
         await self._poll()
+        if self.devices.pump is not None:
+            status = await self._call(self.devices.pump.name, self.devices.pump.status, probe=True)
+            if status is not None and status.setpoint_mw > 0:
+                self._pump_mw = status.setpoint_mw
         if self.phase_lock is not None:
             await self._call(self.phase_lock.actuator.name, self.phase_lock.start)
         for loop in self.polarization.values():
@@ -369,8 +376,10 @@ class LinkStack:
         """Open or clear each node's 'counts lost' episode; keep the reference rates (updated in key mode)."""
         sup = self.settings.supervisor
         present = True
+        per_mw = 1.0 / self._pump_mw
         for node, rate in rates.items():
-            reference = self._reference_hz.get(node)
+            rate *= per_mw
+            reference = self._reference_hz_per_mw.get(node)
             if reference is None:
                 continue
             key = self._counts_lost_key[node]
@@ -390,9 +399,9 @@ class LinkStack:
         if present and self.mode is Mode.KEY:
             weight = self._reference_weight
             for node, rate in rates.items():
-                self._reference_hz[node] += weight * (rate - self._reference_hz[node])
-        elif present and not self._reference_hz:
-            self._reference_hz = dict(rates)
+                self._reference_hz_per_mw[node] += weight * (rate * per_mw - self._reference_hz_per_mw[node])
+        elif present and not self._reference_hz_per_mw:
+            self._reference_hz_per_mw = {node: rate * per_mw for node, rate in rates.items()}
         return present
 
     def _check_efficiency(self, t: float, rates: dict[str, float]) -> None:
@@ -462,6 +471,8 @@ class LinkStack:
             self._pump_quiet_s += acq_s
             if power is not None:
                 self._pump_quiet_s = 0.0
+                if power > 0:
+                    self._pump_mw = power
                 self.monitor.record("pump.power_mw", t, power)
         if self.scan is not None:
             await self._scan_step(tally)
