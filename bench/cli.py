@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("scenario", type=Path)
     rep = sub.add_parser("report", help="re-render DIR/report.md and the plots from DIR/report.json and series.npz")
     rep.add_argument("run_dir", type=Path, metavar="DIR")
+    res = sub.add_parser("resume", help="continue a killed run from DIR/checkpoint to the same report")
+    res.add_argument("run_dir", type=Path, metavar="DIR")
+    res.add_argument("--no-progress", action="store_true", help="no live progress display")
     key = sub.add_parser("keyrate", help="secret key length of a block: asymptotic, and finite with --finite")
     key.add_argument("--sifted", type=int, required=True, metavar="N", help="sifted Z-basis key bits")
     key.add_argument("--qber-z", type=float, required=True, metavar="E", help="Z-basis error rate (fraction)")
@@ -87,6 +90,26 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
     print_summary(result.report, out)
     out.print(f"report: {result.report_path}", markup=False, highlight=False, soft_wrap=True)
     _paths(render(out_dir).markdown_and_plots, out)
+    return EXIT_OK if result.accepted else EXIT_ACCEPTANCE_FAILED
+
+
+def _resume(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Continue the run of DIR from its newest checkpoint; a finished run or no checkpoint is bad input."""
+    from bench.checkpoint import CheckpointError
+    from bench.runner import resume_run
+
+    run_dir: Path = args.run_dir
+    if not run_dir.is_dir():
+        return _error(err, f"{run_dir}: no such run directory")
+    if (run_dir / "report.json").is_file():
+        return _error(err, f"{run_dir}: the run has finished (report.json written); nothing to resume")
+    try:
+        result = resume_run(run_dir, console=err, progress=not args.no_progress)
+    except CheckpointError as exc:
+        return _error(err, str(exc))
+    print_summary(result.report, out)
+    out.print(f"report: {result.report_path}", markup=False, highlight=False, soft_wrap=True)
+    _paths(render(run_dir).markdown_and_plots, out)
     return EXIT_OK if result.accepted else EXIT_ACCEPTANCE_FAILED
 
 
@@ -149,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keyrate(args, out, err)
         if args.command == "report":
             return _report(args, out, err)
+        if args.command == "resume":
+            return _resume(args, out, err)
         return _run(args, out, err)
     except ScenarioError as exc:
         return _error(err, str(exc))

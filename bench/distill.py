@@ -417,6 +417,21 @@ class Distillery:
             await self._server
             self._server = None
 
+    def __getstate__(self) -> dict[str, object]:
+        if self._task is not None or self._channels is not None or self._tmp is not None:
+            raise RuntimeError("only a paused distillery with its stores in a given directory pickles")
+        return self.__dict__.copy()  # the stores pickle closed: backup() before, reopen() after
+
+    def backup(self, directory: Path) -> None:
+        """Copy both key stores into ``directory`` (under their own file names)."""
+        for store in self.stores.values():
+            store.backup(directory / store.path.name)
+
+    def reopen(self, directory: Path) -> None:
+        """Open the stores from ``directory`` (after unpickling)."""
+        for store in self.stores.values():
+            store.reopen(directory / store.path.name)
+
     def close(self) -> None:
         """Close the stores, after :meth:`flush` and :meth:`pause`."""
         if self._task is not None or self._channels is not None:

@@ -155,6 +155,9 @@ class KeyStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._connect()
+
+    def _connect(self) -> None:
         self._db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
         try:
             self._open()
@@ -204,6 +207,22 @@ class KeyStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def __getstate__(self) -> dict[str, Path]:
+        return {"path": self.path}  # the file is the state: a checkpoint copies it (backup) and reopens it
+
+    def __setstate__(self, state: dict[str, Path]) -> None:
+        self.path = state["path"]  # closed until reopen()
+
+    def reopen(self, path: str | Path) -> None:
+        """Open the store at ``path`` (e.g. restored from a checkpoint) in place of the one this was."""
+        self.path = Path(path)
+        self._connect()
+
+    def backup(self, path: str | Path) -> None:
+        """Write a consistent copy of the store, WAL included, to the new file ``path``."""
+        with closing(sqlite3.connect(path)) as copy:
+            self._db.backup(copy)
 
     def __enter__(self) -> KeyStore:
         return self

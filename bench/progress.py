@@ -8,6 +8,7 @@ non-terminal (CI logs) it prints one plain line per tenth of the run instead of 
 from __future__ import annotations
 
 import asyncio
+import math
 
 from rich.console import Console
 
@@ -21,17 +22,21 @@ def _hms(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, console: Console, monitor: Monitor, duration_s: float, refresh_wall_s: float = 0.25) -> None:
+    def __init__(self, console: Console, monitor: Monitor, duration_s: float, start_s: float = 0.0,
+                 refresh_wall_s: float = 0.25) -> None:
+        """``start_s``: simulated time the display starts at (a resumed run's checkpoint), s."""
         self.console = console
         self.monitor = monitor
         self.duration_s = duration_s
+        self.start_s = start_s
         self.tick_s = max(duration_s / 1000, 1.0)
         self.refresh_wall_s = refresh_wall_s
         self._live = console.is_terminal
-        self._next_line_fraction = 0.1
+        self._next_line_fraction = math.floor(start_s / duration_s * 10 + 1) / 10
 
     def line(self, sim_s: float, wall_s: float) -> str:
-        speedup = sim_s / wall_s if wall_s > 0 else float("inf")
+        """The status at simulated time ``sim_s`` after ``wall_s`` of wall time since the display started."""
+        speedup = (sim_s - self.start_s) / wall_s if wall_s > 0 else float("inf")
         eta = (self.duration_s - sim_s) / speedup if speedup > 0 else float("inf")
         qz = self.monitor.last("qber_z")
         skr = self.monitor.last("secret_key_rate_bps")
@@ -40,13 +45,13 @@ class Progress:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        start_sim, start_wall = loop.time(), wall_clock_s()
+        start_wall = wall_clock_s()
         last_draw = start_wall
         try:
             while True:
                 await asyncio.sleep(self.tick_s)
                 now_wall = wall_clock_s()
-                sim_s = loop.time() - start_sim
+                sim_s = loop.time()  # the run's simulated time: it starts at start_s
                 fraction = sim_s / self.duration_s
                 if self._live and now_wall - last_draw >= self.refresh_wall_s:
                     self.console.print(self.line(sim_s, now_wall - start_wall), end="\r", highlight=False)

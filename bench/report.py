@@ -9,6 +9,7 @@ import os
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,30 @@ class ReportError(Exception):
     """A run directory whose report.json or series.npz is missing or unreadable; the message names the file."""
 
 
+@dataclass(frozen=True)
+class _TruthMinus:
+    """A watcher recording ``truth(t_s) − value`` into ``series`` (a class, not a closure: it pickles)."""
+
+    monitor: Monitor
+    series: str
+    truth: Callable[[float], float]
+
+    def __call__(self, t_s: float, value: float) -> None:
+        self.monitor.record(self.series, t_s, self.truth(t_s) - value)
+
+
+@dataclass(frozen=True)
+class _EfficiencyLoss:
+    """A watcher recording ``1 − factor(t_s)`` into ``series`` whenever the watched series is recorded."""
+
+    monitor: Monitor
+    series: str
+    factor: Callable[[float], float]
+
+    def __call__(self, t_s: float, _value: float) -> None:
+        self.monitor.record(self.series, t_s, 1.0 - self.factor(t_s))
+
+
 def score_sync(monitor: Monitor, true_offset_ps: Callable[[float], float]) -> None:
     """Record, as the stack records its own figures (nothing is held):
 
@@ -50,10 +75,8 @@ def score_sync(monitor: Monitor, true_offset_ps: Callable[[float], float]) -> No
 
     ``true_offset_ps(t_mid_s)``: the true mean offset of the acquisition centred at ``t_mid_s``.
     """
-    monitor.watch("sync.offset_ps", lambda t_s, estimate_ps: monitor.record(
-        SYNC_ERROR_SERIES, t_s, true_offset_ps(t_s) - estimate_ps))
-    monitor.watch("sync.applied_ps", lambda t_s, applied_ps: monitor.record(
-        SYNC_RESIDUAL_SERIES, t_s, true_offset_ps(t_s) - applied_ps))
+    monitor.watch("sync.offset_ps", _TruthMinus(monitor, SYNC_ERROR_SERIES, true_offset_ps))
+    monitor.watch("sync.applied_ps", _TruthMinus(monitor, SYNC_RESIDUAL_SERIES, true_offset_ps))
     for name in (SYNC_ERROR_SERIES, SYNC_RESIDUAL_SERIES):
         monitor.track_quantiles(name, QUANTILE_BIN_PS, 1000.0)
 
@@ -64,8 +87,7 @@ def score_efficiency(monitor: Monitor, efficiency: Mapping[str, Callable[[float]
     for node, factor in efficiency.items():
         name = f"{EFFICIENCY_SERIES}.{node}"
         monitor.track_quantiles(name, 1e-4, 1.0)
-        monitor.watch(f"polarization.counts_hz.{node}", lambda t_s, _hz, name=name, factor=factor: monitor.record(
-            name, t_s, 1.0 - factor(t_s)))
+        monitor.watch(f"polarization.counts_hz.{node}", _EfficiencyLoss(monitor, name, factor))
 
 
 def sync_errors_ps(monitor: Monitor, truth_t_s: np.ndarray, truth_offset_ps: np.ndarray) -> np.ndarray:

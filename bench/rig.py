@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import simpy
@@ -54,11 +55,22 @@ class Rig:
     emulator: EmulatedLinkTagger  # hidden truth: for reports and tests, never for the stack
     faults: FaultInjector  # hidden: the scenario's fault schedule and tests inject through it
     efficiency_truth: dict[str, Callable[[float], float]]  # hidden: node → polarization efficiency factor at t_s
+    world: World  # the SimPy environment's owner: pickles without it (checkpoints), resumes on a fresh one
 
     def devices(self) -> LinkDevices:
         """What the stack may talk to: the driver contracts only."""
         return LinkDevices(self.tagger, self.channels, self.pump, self.phase_actuators, self.polarization,
                            self.clocks, self.detectors)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["env"]  # rebuilt by resume()
+        return state
+
+    def resume(self, now_ps: int) -> None:
+        """Continue an unpickled rig on a fresh SimPy environment starting at ``now_ps``."""
+        self.env = simpy.Environment(initial_time=now_ps)
+        self.world.resume(self.env)
 
     def sync_truth(self) -> tuple[np.ndarray, np.ndarray]:
         """(mid-acquisition time in s, true mean Alice–Bob offset in ps) of the acquisitions in the emulator's
@@ -68,12 +80,20 @@ class Rig:
         return t_mid_s, np.array([a.mean_offset_ps for a in log])
 
 
+def _temperature_offset_k(environment: Environment, mean_c: float, t_ps: int) -> float:
+    return environment.temperature_c(t_ps) - mean_c
+
+
+def _efficiency_factor(polarization: EmulatedPolarization, t_s: float) -> float:
+    return polarization.efficiency_factor(round(t_s * PS_PER_S))
+
+
 def _node(world: World, name: str, cfg: NodeConfig, environment: Environment) -> Node:
     mean_c = environment.params.mean_temperature_c
     mid_drive_v = (cfg.polarization.min_drive_v + cfg.polarization.max_drive_v) / 2
     return Node(
         name=name,
-        arm=FibreArm(FibreParams(**cfg.fibre.model_dump()), lambda t: environment.temperature_c(t) - mean_c),
+        arm=FibreArm(FibreParams(**cfg.fibre.model_dump()), partial(_temperature_offset_k, environment, mean_c)),
         detectors=EmulatedDetectors(world, DetectorParams(**cfg.detectors.model_dump()),
                                     tuple(cfg.channels.model_dump().values()), name=f"snspd-{name}"),
         z_fraction=cfg.analyser.z_fraction,
@@ -138,8 +158,8 @@ def build_emulated_rig(scenario: Scenario, seed: int, fidelity: str | None = Non
         total_loss_db=physics.total_loss_db(),
         emulator=tagger,
         faults=faults,
-        efficiency_truth={n.name: lambda t_s, p=n.polarization: p.efficiency_factor(round(t_s * PS_PER_S))
-                          for n in nodes},
+        efficiency_truth={n.name: partial(_efficiency_factor, n.polarization) for n in nodes},
+        world=world,
     )
 
 

@@ -370,6 +370,9 @@ class Scenario(_Strict):
     description: str = Field("", description="what the scenario replays, for the report")
     seed: int = Field(ge=0, description="seed of every emulated device (`qkd-bench run --seed` overrides it)")
     duration_s: float = Field(gt=0, description="simulated time, s (`qkd-bench run --until` stops earlier)")
+    checkpoint_interval_s: float = Field(3600.0, gt=0, description=(
+        "simulated time between two checkpoints, s: the run is segmented there and a snapshot written to"
+        " DIR/checkpoint, from which `qkd-bench resume DIR` continues a killed run (docs/decisions/0004)"))
     fidelity: Literal["tags", "pairs", "stats"] = Field("stats", description=(
         "what the emulated tagger hands over: every detection, every coincidence candidate, or sampled statistics"
         " (`qkd-bench run --fidelity` overrides it)"))

@@ -60,7 +60,7 @@ class EmulatedRbClock(FrequencyReference):
         self._segment_phase_ps = float(self._rng.uniform(-params.initial_phase_max_ps,
                                                          params.initial_phase_max_ps))
         self._y = self._frequency()
-        world.env.process(self._drift())
+        world.at(world.now_ps + self._update_ps, self._drift)
 
     def _frequency(self) -> float:
         p = self.params
@@ -75,20 +75,19 @@ class EmulatedRbClock(FrequencyReference):
         self._segment_ps = now
         self._y = self._frequency()
 
-    def _drift(self):  # SimPy process
+    def _drift(self) -> None:
+        """One noise step of the frequency, every ``update_s`` (a :meth:`World.at` chain)."""
         p = self.params
-        env = self.world.env
         root_update_s = math.sqrt(p.update_s)
-        while True:
-            yield env.timeout(self._update_ps)
-            if self._next_noise == len(self._noise):
-                self._noise = self._rng.standard_normal((_NOISE_CHUNK, 2)).tolist()
-                self._next_noise = 0
-            white, walk = self._noise[self._next_noise]
-            self._next_noise += 1
-            self._white = white * p.white_fm_adev_1s / root_update_s
-            self._random_walk += walk * p.random_walk_fm_per_sqrt_s * root_update_s
-            self._new_segment()
+        if self._next_noise == len(self._noise):
+            self._noise = self._rng.standard_normal((_NOISE_CHUNK, 2)).tolist()
+            self._next_noise = 0
+        white, walk = self._noise[self._next_noise]
+        self._next_noise += 1
+        self._white = white * p.white_fm_adev_1s / root_update_s
+        self._random_walk += walk * p.random_walk_fm_per_sqrt_s * root_update_s
+        self._new_segment()
+        self.world.at(self.world.now_ps + self._update_ps, self._drift)
 
     def phase_ps(self, t_ps: int) -> float:
         """Clock reading minus true time at ``t_ps`` (not before the current segment), in ps."""
@@ -102,9 +101,9 @@ class EmulatedRbClock(FrequencyReference):
         self.locked = False
         self._unlocked_offset = float(self._rng.normal(0.0, self.params.unlocked_offset_sd))
         self._new_segment()
-        self.world.env.timeout(round(duration_s * PS_PER_S)).callbacks.append(self._relock)
+        self.world.at(self.world.now_ps + round(duration_s * PS_PER_S), self._relock)
 
-    def _relock(self, _event: object) -> None:
+    def _relock(self) -> None:
         self.locked = True
         self._unlocked_offset = 0.0
         self._new_segment()

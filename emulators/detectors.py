@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-
-import simpy
+from functools import partial
 
 from drivers.errors import DriverError, check_range
 from drivers.interfaces.detectors import (
@@ -61,8 +60,9 @@ class EmulatedDetectors(DetectorSystem):
         self._state = CoolingState.COLD
         self._transitions: deque[tuple[int, CoolingState]] = deque([(world.now_ps, CoolingState.COLD)],
                                                                     maxlen=_HISTORY)
-        self._cycle = world.env.process(self._cryocooler())
+        self._cycle = 0  # bumped when a warm-up takes over the cryocooler: steps scheduled before are void
         self.recycles = 0
+        self._start_cycle()
 
     # -- truth for the link -------------------------------------------------------------------------
     @property
@@ -96,42 +96,42 @@ class EmulatedDetectors(DetectorSystem):
         self._state = state
         self._transitions.append((self.world.now_ps, state))
 
-    def _cryocooler(self):  # SimPy process
+    def _start_cycle(self) -> None:
+        """Run the cryocooler's cycle. Unless the scenario places it, the first recycle falls anywhere in the
+        first period: racks are not switched on in step."""
         p = self.params
-        env = self.world.env
-        # Unless the scenario places it, the first recycle falls anywhere in the first period: racks are not
-        # switched on in step.
         wait_s = p.first_recycle_s if p.first_recycle_s is not None else float(
             self._rng.uniform(0.0, p.recycle_period_s))
-        try:
-            while True:
-                yield env.timeout(round(wait_s * PS_PER_S))
-                self.recycles += 1
-                self._enter(CoolingState.RECYCLING)
-                yield env.timeout(round(p.recycling_s * PS_PER_S))
-                self._enter(CoolingState.COOLING)
-                yield env.timeout(round(p.cooldown_s * PS_PER_S))
-                self._enter(CoolingState.COLD)
-                wait_s = p.recycle_period_s
-        except simpy.Interrupt:  # a warm-up fault takes over the cycle
+        self._after(wait_s, "recycle")
+
+    def _after(self, wait_s: float, step: str) -> None:
+        self.world.at(self.world.now_ps + round(wait_s * PS_PER_S), partial(self._step, self._cycle, step))
+
+    def _step(self, cycle: int, step: str) -> None:
+        """One transition of the cycle (a :meth:`World.at` chain): recycle → cool → cold → recycle …, and after
+        a warm-up: warm_cool → warm_cold, which starts the cycle again."""
+        if cycle != self._cycle:  # a warm-up took over
             return
+        p = self.params
+        if step == "recycle":
+            self.recycles += 1
+            self._enter(CoolingState.RECYCLING)
+            self._after(p.recycling_s, "cool")
+        elif step in ("cool", "warm_cool"):
+            self._enter(CoolingState.COOLING)
+            self._after(p.cooldown_s, "cold" if step == "cool" else "warm_cold")
+        elif step == "cold":
+            self._enter(CoolingState.COLD)
+            self._after(p.recycle_period_s, "recycle")
+        else:
+            self._enter(CoolingState.COLD)
+            self._start_cycle()
 
     def warm_up(self, duration_s: float) -> None:
         """Fault: the rack warms up (e.g. a cryocooler trip) for ``duration_s``, then cools down again."""
-        self._cycle.interrupt("warm-up")
-        self._cycle = self.world.env.process(self._warm(duration_s))
-
-    def _warm(self, duration_s: float):  # SimPy process
-        env = self.world.env
+        self._cycle += 1
         self._enter(CoolingState.WARM)
-        try:
-            yield env.timeout(round(duration_s * PS_PER_S))
-            self._enter(CoolingState.COOLING)
-            yield env.timeout(round(self.params.cooldown_s * PS_PER_S))
-        except simpy.Interrupt:  # warmed up again before it had cooled down
-            return
-        self._enter(CoolingState.COLD)
-        self._cycle = env.process(self._cryocooler())
+        self._after(duration_s, "warm_cool")
 
     # -- contract -------------------------------------------------------------------------------------
     async def constraints(self) -> DetectorConstraints:

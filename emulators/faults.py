@@ -13,6 +13,7 @@ import asyncio
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from drivers.errors import DeviceTimeout
@@ -33,7 +34,7 @@ class Silence:
     """Whether a device answers; silenced until a virtual time."""
 
     def __init__(self, world: World) -> None:
-        self._env = world.env
+        self._world = world
         self._until_ps = -1
         self._faces: list[Answering] = []
 
@@ -42,13 +43,13 @@ class Silence:
         self._faces.append(face)
 
     def silence(self, duration_s: float) -> None:
-        self._until_ps = max(self._until_ps, int(self._env.now) + round(duration_s * PS_PER_S))
+        self._until_ps = max(self._until_ps, self._world.now_ps + round(duration_s * PS_PER_S))
         for face in self._faces:
             face.forget()
 
     @property
     def active(self) -> bool:
-        return self._env.now < self._until_ps
+        return self._world.now_ps < self._until_ps
 
 
 class Answering:
@@ -87,6 +88,9 @@ class Answering:
 
         return call
 
+    def __setstate__(self, state: dict[str, Any]) -> None:  # explicit: pickle must not reach __getattr__
+        self.__dict__.update(state)
+
     def forget(self) -> None:
         """The device stops answering: drop the methods kept while it answered."""
         for attr in self._kept:
@@ -117,9 +121,7 @@ class FaultInjector:
 
     def schedule(self, at_s: float, kind: str, **kwargs: Any) -> None:
         """Inject ``kind`` (one of FAULT_KINDS) at virtual time ``at_s`` with its keyword arguments."""
-        action = self._action(kind)
-        delay_ps = max(0, round(at_s * PS_PER_S) - self.world.now_ps)
-        self.world.env.timeout(delay_ps).callbacks.append(lambda _e: action(**kwargs))
+        self.world.at(round(at_s * PS_PER_S), partial(self._action(kind), **kwargs))
 
     def inject(self, kind: str, **kwargs: Any) -> None:
         self._action(kind)(**kwargs)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import simpy
@@ -39,10 +41,54 @@ _NO_TABLE = (np.empty(0, np.int32), np.empty(0), 0)  # a FlatPoisson table for �
 _RECIPROCALS = 1.0 / np.maximum(np.arange(64), 1)  # 1/k, for the inversion's pmf recurrence
 
 
+class Unresumable(RuntimeError):
+    """The SimPy environment holds an event that a checkpoint could not carry (a process, a bare timeout)."""
+
+
 class World:
+    """The SimPy environment and the devices' random streams. Emulators schedule their future actions with
+    :meth:`at`, never with SimPy processes: a pending call is a picklable callable, so the world pickles
+    without its environment and :meth:`resume` re-schedules the calls on a fresh one (docs/decisions/0004)."""
+
     def __init__(self, seed: int, env: simpy.Environment | None = None) -> None:
         self.seed = seed
         self.env = env if env is not None else simpy.Environment(initial_time=0)
+        self._pending: dict[int, tuple[int, Callable[[], object]]] = {}  # call number → (due at, ps; action)
+        self._calls = 0
+
+    def at(self, t_ps: int, action: Callable[[], object]) -> None:
+        """Call ``action()`` at virtual time ``t_ps`` (now, if that has passed). ``action`` must pickle (a bound
+        method, a ``functools.partial`` of one): pending calls are part of a checkpoint."""
+        number = self._calls
+        self._calls += 1
+        t_ps = max(t_ps, self.now_ps)
+        self._pending[number] = (t_ps, action)
+        self.env.timeout(t_ps - self.now_ps).callbacks.append(partial(self._fire, number))
+
+    def _fire(self, number: int, _event: object) -> None:
+        _, action = self._pending.pop(number)
+        action()
+
+    def check_resumable(self) -> None:
+        """Raise :class:`Unresumable` if the environment holds an event other than a pending :meth:`at` call:
+        a checkpoint would drop it silently."""
+        for t_ps, _priority, _eid, event in self.env._queue:
+            callbacks = event.callbacks or []
+            if not (len(callbacks) == 1 and isinstance(callbacks[0], partial) and callbacks[0].func == self._fire):
+                raise Unresumable(f"SimPy event at t={t_ps / PS_PER_S:.6f} s with callbacks {callbacks!r} is not a "
+                                  "World.at call: a live process or timeout cannot be checkpointed")
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["env"]  # rebuilt by resume()
+        return state
+
+    def resume(self, env: simpy.Environment) -> None:
+        """Continue on ``env`` (a fresh environment at the checkpoint's time): the pending calls are scheduled
+        again in their original order, so calls due at the same instant keep theirs."""
+        self.env = env
+        for number, (t_ps, _action) in sorted(self._pending.items()):
+            env.timeout(t_ps - self.now_ps).callbacks.append(partial(self._fire, number))
 
     def rng(self, device_name: str) -> np.random.Generator:
         """The generator of ``device_name``: the same name and seed always give the same stream."""
@@ -309,6 +355,16 @@ class FlatPoisson:
         self._kept = kept  # tables kept, least recently used dropped
         self._tables: dict[float, tuple[np.ndarray, np.ndarray, int]] = {}  # λ0 → (cells, CDF, first count)
         self._latest: tuple[float, tuple[np.ndarray, np.ndarray, int]] = (0.0, _NO_TABLE)  # λ0, table
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_bitgen"]  # an address in this process: taken again from the unpickled generator
+        state["_tables"] = {}  # a cache (MBs), rebuilt on demand
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._bitgen = bit_generator_address(self._rng)
 
     def __call__(self, mean: float, n: int) -> np.ndarray:
         """``n`` independent Poisson(``mean``) counts, int64."""
