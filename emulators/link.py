@@ -38,7 +38,7 @@ from emulators.clock import EmulatedRbClock
 from emulators.detectors import FWHM_PER_SIGMA, EmulatedDetectors
 from emulators.fibre import FibreArm
 from emulators.source import PairSource
-from emulators.world import PS_PER_S, gaussian_bin_means
+from emulators.world import PS_PER_S, gaussian_bin_means, normal_mass
 
 PEAK_SPAN_SIGMAS = 10.0  # a histogram peak's bins are those within this many σ of its centre
 _LAYOUTS_KEPT = 64  # distinct pair sets whose layout is cached
@@ -121,17 +121,6 @@ class CoincidenceLayout:
     edge_ps: np.ndarray  # ... and its place: window edge − peak shift, relative to the pair's ±Δ + residual (ps)
     term_index: np.ndarray  # (terms, 4): pair; window 0 same bit, 1 other bit at +T, 2 at −T; upper, lower edge
     term_values: np.ndarray  # (terms, 2): the peak's share of the pair's rate, plus this times V_A·V_B·cos(φ_A + φ_B)
-
-
-@njit(cache=True)
-def _normal_mass(z0: float, tail0: float, z1: float, tail1: float) -> float:
-    """P(z0 < Z < z1) for a standard normal Z from the edges and their tails P(Z > |z|), without cancellation in
-    either tail."""
-    if z1 <= 0.0:
-        return tail1 - tail0
-    if z0 >= 0.0:
-        return tail0 - tail1
-    return 1.0 - tail0 - tail1
 
 
 @dataclass(frozen=True)
@@ -241,7 +230,7 @@ def _acquisition_means(pair_rate_hz: float, eta_alice: float, eta_bob: float, co
         edge_tail[e] = 0.5 * math.erfc(abs(edge_z[e]) * _SQRT_HALF)
     for t in range(term_index.shape[0]):
         p, window, upper, lower = term_index[t, 0], term_index[t, 1], term_index[t, 2], term_index[t, 3]
-        mass = _normal_mass(edge_z[lower], edge_tail[lower], edge_z[upper], edge_tail[upper])
+        mass = normal_mass(edge_z[lower], edge_tail[lower], edge_z[upper], edge_tail[upper])
         true = 0.5 * mass * per_hz * pair_rate_hz * gain[pair_channels[p, 0]] * gain[pair_channels[p, 1]] * (
             term_values[t, 0] + term_values[t, 1] * franson_cos)
         if window == 0:

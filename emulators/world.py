@@ -227,7 +227,7 @@ def _tail(z: float) -> float:
 
 
 @njit(cache=True)
-def _mass(z0: float, tail0: float, z1: float, tail1: float) -> float:
+def normal_mass(z0: float, tail0: float, z1: float, tail1: float) -> float:
     """P(z0 < Z < z1) from the two edges and their tails ``_tail(z)``, without cancellation in either tail."""
     if z1 <= 0.0:
         return tail1 - tail0
@@ -256,7 +256,7 @@ def _gaussian_bin_means(first_edge_ps: float, binwidth_ps: float, n_bins: int, c
     for i in range(lo, hi):
         z1 = (first_edge_ps + (i + 1) * binwidth_ps - centre_ps) * inv_sigma  # as _add_gaussian_peak has it
         tail1 = _tail(z1)
-        means[i - lo] = total * _mass(z0, tail0, z1, tail1)
+        means[i - lo] = total * normal_mass(z0, tail0, z1, tail1)
         z0, tail0 = z1, tail1
     return lo, means
 
@@ -289,7 +289,7 @@ def _add_gaussian_peak(bitgen: int, counts: np.ndarray, first_edge_ps: float, bi
     for i in range(core_lo, core_hi):
         z1 = (first_edge_ps + (i + 1) * binwidth_ps - centre_ps) * inv_sigma
         tail1 = _tail(z1)
-        counts[i] += _poisson(bitgen, total * _mass(z0, tail0, z1, tail1))
+        counts[i] += _poisson(bitgen, total * normal_mass(z0, tail0, z1, tail1))
         z0, tail0 = z1, tail1
     # The tails [lo, core_lo) and [core_hi, hi), beyond k σ: a Poisson number of points, each placed exactly.
     if core_lo > lo:
