@@ -167,15 +167,14 @@ class Supervisor:
     def automatic_restarts(self) -> int:
         """Outages the link came back from by itself: closed link-level episodes that are not follow-ons,
         none of whose episodes needed a manual intervention."""
-        restarts, outage = 0, []
-        for e in (e for e in self.episodes if e.link_level):
-            if not e.follow_on and outage:
-                restarts += all(x.end_s is not None and not x.manual for x in outage)
-                outage = []
-            outage.append(e)
-        if outage:
-            restarts += all(x.end_s is not None and not x.manual for x in outage)
-        return restarts
+        outages: list[list[Episode]] = []
+        for e in self.episodes:
+            if e.link_level:
+                if e.follow_on and outages:
+                    outages[-1].append(e)
+                else:
+                    outages.append([e])
+        return sum(all(e.end_s is not None and not e.manual for e in outage) for outage in outages)
 
     def recovery_times_s(self) -> dict[str, list[float]]:
         """Closed episodes' recovery times by diagnosis."""

@@ -145,16 +145,20 @@ def bench_smoke_replay(repeat: int) -> dict[str, float]:
     return {"smoke_replay_wall_s": wall, "smoke_replay_speedup": runs[0][1] / wall}
 
 
+def _rss_mb() -> float:
+    """Resident memory of this process, MB (Linux: resident pages are the 2nd field of /proc/self/statm)."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def _replay_rss_mb(hours: float) -> list[tuple[float, float]]:
     """(simulated s, resident MB of this process) at every key block of a smoke replay stretched to ``hours``."""
     scenario = load_scenario(SMOKE).model_copy(update={"duration_s": hours * 3600.0})
-    page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
     samples: list[tuple[float, float]] = []
     monitor = Monitor()
 
     def sample(t_s: float, _qber: float) -> None:
-        with open("/proc/self/statm", encoding="ascii") as statm:  # Linux: resident pages are the 2nd field
-            samples.append((t_s, int(statm.read().split()[1]) * page_mb))
+        samples.append((t_s, _rss_mb()))
 
     monitor.watch("qber_z", sample)
     with tempfile.TemporaryDirectory() as out:
@@ -179,15 +183,13 @@ def _replay_325h(until_s: float | None) -> dict[str, float | bool]:
     """Replay nice-50km-325h (or its first ``until_s``) in this process: wall, speed-up, resident memory at the
     end of the first tenth and at the end, and whether its acceptance held."""
     scenario = load_scenario(NICE_325H)
-    page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
     duration_s = scenario.duration_s if until_s is None else min(until_s, scenario.duration_s)
     samples: list[tuple[float, float]] = []
     monitor = Monitor()
 
     def sample(t_s: float, _qber: float) -> None:
         if not samples or t_s - samples[-1][0] >= duration_s / 100:
-            with open("/proc/self/statm", encoding="ascii") as statm:  # Linux: resident pages, 2nd field
-                samples.append((t_s, int(statm.read().split()[1]) * page_mb))
+            samples.append((t_s, _rss_mb()))
 
     monitor.watch("qber_z", sample)
     with tempfile.TemporaryDirectory() as out:
