@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class RunState:
     stack: LinkStack
     monitor: Monitor
     boundary_s: float = 0.0  # the last segment end the run has passed, s
+    wall_s: float = 0.0  # wall-clock time the run had taken at that boundary, s (a resumed run's report adds on)
 
     @property
     def now_s(self) -> float:
@@ -72,12 +74,24 @@ def write(run_dir: Path, state: RunState) -> Path:
     manifest = {"format": _FORMAT, "t_s": state.now_s, "now_ps": rig.world.now_ps,
                 "sha256": hashlib.sha256(blob).hexdigest(), "files": sorted(p.name for p in tmp.iterdir())}
     (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
+    for path in tmp.iterdir():  # on disk before the rename makes the snapshot the newest (power loss)
+        _fsync(path)
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
+    _fsync(run_dir)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's entries to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def clear(run_dir: Path) -> None:

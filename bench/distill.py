@@ -370,10 +370,14 @@ class Distillery:
             self._task = asyncio.get_running_loop().create_task(
                 self._run_block(s.frames, qber_estimate), name="distillation block")
 
-    async def flush(self, qber_estimate: float) -> None:
-        """Wait for the block in flight, then distil every whole frame still buffered."""
+    async def settle(self) -> None:
+        """Wait for the block in flight, if any."""
         if self._task is not None:
             await self._task
+
+    async def flush(self, qber_estimate: float) -> None:
+        """Wait for the block in flight, then distil every whole frame still buffered."""
+        await self.settle()
         frames = self.bob.buffer.z_bits // self.settings.frame_bits
         if frames:
             self._task = asyncio.get_running_loop().create_task(self._run_block(frames, qber_estimate))

@@ -87,19 +87,21 @@ def _continue(state: RunState, out_dir: Path, console: Console | None, progress:
         async with asyncio.TaskGroup() as tg:
             shown = tg.create_task(display.run(), name="progress") if display else None
             for end_s in segment_ends:
-                await stack.run(until_s=end_s)
+                await stack.run(until_s=end_s, final=end_s >= duration_s)
                 state.boundary_s = end_s
                 if checkpoints and end_s < duration_s:
+                    state.wall_s = wall_before_s + vtime.wall_clock_s() - wall0
                     checkpoint.write(out_dir, state)
             if shown is not None:
                 shown.cancel()
 
+    wall_before_s = state.wall_s  # spent before the checkpoint this run resumed from
     wall0 = vtime.wall_clock_s()
     try:
         vtime.run(main(), rig.env)
     finally:
         stack.close()
-    wall_s = vtime.wall_clock_s() - wall0
+    wall_s = wall_before_s + vtime.wall_clock_s() - wall0
 
     metrics = compute_metrics(stack, monitor, duration_s)
     report = {

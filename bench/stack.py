@@ -204,8 +204,13 @@ class LinkStack:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def run(self, until_s: float) -> None:
-        """Run until loop time ``until_s`` (no acquisition is started that would end after it)."""
+    async def run(self, until_s: float, *, final: bool = True) -> None:
+        """Run until loop time ``until_s`` (no acquisition is started that would end after it).
+
+        ``final``: the run ends here, so the open monitor block is closed and every whole frame still
+        buffered is distilled. Otherwise (a checkpoint boundary) only the block in flight is awaited and the
+        channel closed: the buffered bits and the open block carry over, so segmenting a run does not cut
+        its distillation blocks short."""
         acq_s = self.settings.sync.acquisition_s
         while (now := self._now()) + acq_s <= until_s:
             self.supervisor.check_budget(now)
@@ -223,9 +228,13 @@ class LinkStack:
                 self._device_failed(exc, link_level=True)
                 self.supervisor.enter(Mode.DEGRADED, self._now(), str(exc))
                 await asyncio.sleep(self.settings.supervisor.retry_s)
-        self._close_block(self._now())
+        if final:
+            self._close_block(self._now())
         if self.distillery is not None:
-            await self.distillery.flush(self._qber_z_estimate())
+            if final:
+                await self.distillery.flush(self._qber_z_estimate())
+            else:
+                await self.distillery.settle()
             await self.distillery.pause()
 
     def close(self) -> None:
