@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.monitor import Monitor
-from bench.rig import Rig
+from bench.rig import Rig, source_digest
 from bench.scenario import Scenario
 from bench.stack import LinkStack
 from bench.vtime import PS_PER_S
@@ -72,7 +72,8 @@ def write(run_dir: Path, state: RunState) -> Path:
     if state.stack.distillery is not None:
         state.stack.distillery.backup(tmp)
     manifest = {"format": _FORMAT, "t_s": state.now_s, "now_ps": rig.world.now_ps,
-                "sha256": hashlib.sha256(blob).hexdigest(), "files": sorted(p.name for p in tmp.iterdir())}
+                "sha256": hashlib.sha256(blob).hexdigest(), "source": source_digest(),
+                "files": sorted(p.name for p in tmp.iterdir())}
     (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
     for path in tmp.iterdir():  # on disk before the rename makes the snapshot the newest (power loss)
         _fsync(path)
@@ -118,6 +119,10 @@ def load(run_dir: Path) -> RunState:
         raise CheckpointError(f"{snapshot}: unreadable checkpoint: {exc}") from exc
     if manifest.get("format") != _FORMAT or hashlib.sha256(blob).hexdigest() != manifest.get("sha256"):
         raise CheckpointError(f"{snapshot}: checkpoint damaged (format or SHA-256 does not match its manifest)")
+    if manifest.get("source") != source_digest():
+        raise CheckpointError(f"{snapshot}: written by other code (source digest {manifest.get('source')}, this"
+                              f" installation {source_digest()}); the run would not continue as it began:"
+                              " resume with the qkd-bench that started it, or run it again")
     state: RunState = pickle.loads(blob)
     distillery = state.stack.distillery
     if distillery is not None:

@@ -7,13 +7,18 @@ view used by the report to score the stack against the emulator's hidden state.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
+from pathlib import Path
 
 import numpy as np
 import simpy
 
+import bench
+import drivers
+import emulators
 from bench.scenario import NodeConfig, Scenario
 from bench.sifting import LinkChannels
 from bench.stack import LinkDevices
@@ -164,3 +169,16 @@ def build_emulated_rig(scenario: Scenario, seed: int, fidelity: str | None = Non
 
 
 __all__ = ["Rig", "build_emulated_rig"]
+
+
+@cache
+def source_digest() -> str:
+    """SHA-256 (16 hex digits) of the Python sources a run state is made of (bench, emulators, drivers): a
+    checkpoint resumes only on the code that wrote it, since its pickle holds objects, not their code."""
+    digest = hashlib.sha256()
+    for package in (bench, emulators, drivers):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root.parent).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -24,7 +24,7 @@ from bench.checkpoint import CheckpointError, RunState
 from bench.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from bench.keystore import KeyStore
 from bench.monitor import Monitor
-from bench.rig import build_emulated_rig
+from bench.rig import build_emulated_rig, source_digest
 from bench.scenario import Scenario
 from bench.stack import LinkStack
 
@@ -181,3 +181,15 @@ def test_segments_do_not_cut_distillation_blocks_short(scenario_file: Path, tmp_
     assert segmented["distillation"]["blocks"] >= 1
     assert segmented["distillation"] == whole["distillation"]
     assert segmented["metrics"]["secret_key_rate_bps_mean"] == whole["metrics"]["secret_key_rate_bps_mean"]
+
+
+def test_a_checkpoint_of_other_code_is_refused(scenario_file: Path, tmp_path: Path) -> None:
+    """The pickle holds objects, not their code: resumed on other sources, a run would not continue as it began."""
+    run_dir = tmp_path / "run"
+    assert cli("run", scenario_file, "--until", "240", "--out", run_dir, "--no-progress")[0] == EXIT_OK
+    (run_dir / "report.json").unlink()
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    assert manifest["source"] == source_digest()
+    (run_dir / MANIFEST).write_text(json.dumps({**manifest, "source": "0" * 16}))
+    code, err = cli("resume", run_dir)
+    assert code == EXIT_BAD_INPUT and "written by other code" in err and str(run_dir) in err
