@@ -386,6 +386,16 @@ class Scenario(_Strict):
     reference: dict[Metric, Reference] = Field(default_factory=dict, description=(
         "published figures the run is compared with in the report, by metric"))
 
+    @field_validator("faults")
+    @classmethod
+    def _within_the_run(cls, entries: tuple[FaultConfig, ...], info: ValidationInfo) -> tuple[FaultConfig, ...]:
+        duration_s = info.data.get("duration_s")
+        for i, entry in enumerate(entries):
+            if duration_s is not None and entry.at_s >= duration_s:
+                raise ValueError(f"entry {i}: at_s={entry.at_s:g} is not before duration_s={duration_s:g}; the fault"
+                                 " would never be injected")
+        return entries
+
     @field_validator("stochastic_faults")
     @classmethod
     def _few_enough(cls, entries: tuple[StochasticFault, ...], info: ValidationInfo) -> tuple[StochasticFault, ...]:

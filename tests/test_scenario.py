@@ -526,6 +526,13 @@ def test_bad_stochastic_fault(entry: dict[str, Any], field: str, problem: str) -
                  field, problem)
 
 
+def test_an_explicit_fault_after_the_end_of_the_run() -> None:
+    duration_s = BASE["duration_s"]
+    text = yaml.safe_dump(BASE | {"faults": [{"at_s": duration_s} | fault_entry("fibre_cut")]}, sort_keys=False)
+    assert_names(error_of(text), FILE, written_at(text, ("faults",)), "faults",
+                 f"entry 0: at_s={duration_s:g} is not before duration_s={duration_s:g}")
+
+
 # --- the fault timeline -------------------------------------------------------------------------------------------
 
 
