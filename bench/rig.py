@@ -168,9 +168,6 @@ def build_emulated_rig(scenario: Scenario, seed: int, fidelity: str | None = Non
     )
 
 
-__all__ = ["Rig", "build_emulated_rig"]
-
-
 @cache
 def source_digest() -> str:
     """SHA-256 (16 hex digits) of the Python sources a run state is made of (bench, emulators, drivers): a
@@ -182,3 +179,6 @@ def source_digest() -> str:
             digest.update(path.relative_to(root.parent).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+__all__ = ["Rig", "build_emulated_rig", "source_digest"]
