@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import simpy
 
-import bench
-import drivers
-import emulators
+import drivers.errors
+import emulators.world
 from bench.scenario import NodeConfig, Scenario
 from bench.sifting import LinkChannels
 from bench.stack import LinkDevices
@@ -173,8 +172,10 @@ def source_digest() -> str:
     """SHA-256 (16 hex digits) of the Python sources a run state is made of (bench, emulators, drivers): a
     checkpoint resumes only on the code that wrote it, since its pickle holds objects, not their code."""
     digest = hashlib.sha256()
-    for package in (bench, emulators, drivers):
-        root = Path(package.__file__).parent
+    # Each root from a module's own file: a stale namespace directory of the same name elsewhere on the path
+    # (left by an uninstalled wheel) can shadow a package's __file__, never a module's.
+    for module_file in (__file__, emulators.world.__file__, drivers.errors.__file__):
+        root = Path(module_file).parent
         for path in sorted(root.rglob("*.py")):
             digest.update(path.relative_to(root.parent).as_posix().encode())
             digest.update(path.read_bytes())

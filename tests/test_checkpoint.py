@@ -193,3 +193,18 @@ def test_a_checkpoint_of_other_code_is_refused(scenario_file: Path, tmp_path: Pa
     (run_dir / MANIFEST).write_text(json.dumps({**manifest, "source": "0" * 16}))
     code, err = cli("resume", run_dir)
     assert code == EXIT_BAD_INPUT and "written by other code" in err and str(run_dir) in err
+
+
+def test_the_source_digest_does_not_need_the_packages_own_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An uninstalled wheel leaves ``site-packages/bench/__pycache__``. Under an editable install that
+    directory makes ``bench`` a namespace package with no ``__file__``, while its modules still load from the
+    repo. The digest must still hash the real sources: it raised TypeError there, and every checkpoint write
+    with it."""
+    import bench
+    import drivers
+    import emulators
+
+    expected = source_digest()
+    for package in (bench, emulators, drivers):
+        monkeypatch.setattr(package, "__file__", None)
+    assert source_digest.__wrapped__() == expected
