@@ -59,24 +59,31 @@ class EmulatedRbClock(FrequencyReference):
         self._segment_ps = world.now_ps
         self._segment_phase_ps = float(self._rng.uniform(-params.initial_phase_max_ps,
                                                          params.initial_phase_max_ps))
-        self._y = self._frequency()
-        world.at(world.now_ps + self._update_ps, self._drift)
+        self._y = self._frequency(world.now_ps)
+        self._next_step_ps = world.now_ps + self._update_ps  # the next noise step, taken when a read passes it
 
-    def _frequency(self) -> float:
+    def _frequency(self, t_ps: int) -> float:
         p = self.params
-        age_days = self.world.now_ps / PS_PER_S / 86400.0
+        age_days = t_ps / PS_PER_S / 86400.0
         return (p.fractional_offset + p.aging_per_day * age_days + self._random_walk + self._white
                 + self._steer_ppt * 1e-12 + self._unlocked_offset)
 
-    def _new_segment(self) -> None:
-        """Close the constant-frequency segment at ``now`` and start one at the current frequency."""
-        now = self.world.now_ps
-        self._segment_phase_ps = self.phase_ps(now)
-        self._segment_ps = now
-        self._y = self._frequency()
+    def _new_segment(self, t_ps: int) -> None:
+        """Close the constant-frequency segment at ``t_ps`` and start one at the current frequency."""
+        self._segment_phase_ps += self._y * (t_ps - self._segment_ps)
+        self._segment_ps = t_ps
+        self._y = self._frequency(t_ps)
 
-    def _drift(self) -> None:
-        """One noise step of the frequency, every ``update_s`` (a :meth:`World.at` chain)."""
+    def _catch_up(self, t_ps: int) -> None:
+        """Take the noise steps due at or before ``t_ps``, in order. Lazily, on a read, instead of one
+        scheduled event per step: the steps draw from this clock's own stream and depend on nothing else
+        that changes in between (steering and lock changes catch up first), so the phase is the same."""
+        while self._next_step_ps <= t_ps:
+            self._drift(self._next_step_ps)
+            self._next_step_ps += self._update_ps
+
+    def _drift(self, t_ps: int) -> None:
+        """One noise step of the frequency at ``t_ps``, every ``update_s``."""
         p = self.params
         root_update_s = math.sqrt(p.update_s)
         if self._next_noise == len(self._noise):
@@ -86,27 +93,34 @@ class EmulatedRbClock(FrequencyReference):
         self._next_noise += 1
         self._white = white * p.white_fm_adev_1s / root_update_s
         self._random_walk += walk * p.random_walk_fm_per_sqrt_s * root_update_s
-        self._new_segment()
-        self.world.at(self.world.now_ps + self._update_ps, self._drift)
+        self._new_segment(t_ps)
 
     def phase_ps(self, t_ps: int) -> float:
         """Clock reading minus true time at ``t_ps`` (not before the current segment), in ps."""
+        if t_ps >= self._next_step_ps:
+            self._catch_up(t_ps)
         return self._segment_phase_ps + self._y * (t_ps - self._segment_ps)
 
     def truth(self) -> ClockTruth:
-        return ClockTruth(self.phase_ps(self.world.now_ps), self._y)
+        now = self.world.now_ps
+        self._catch_up(now)
+        return ClockTruth(self.phase_ps(now), self._y)
 
     def unlock(self, duration_s: float) -> None:
         """Fault: lose lock for ``duration_s``, free-running meanwhile, then relock."""
+        now = self.world.now_ps
+        self._catch_up(now)  # the steps due draw from this stream before the offset does
         self.locked = False
         self._unlocked_offset = float(self._rng.normal(0.0, self.params.unlocked_offset_sd))
-        self._new_segment()
-        self.world.at(self.world.now_ps + round(duration_s * PS_PER_S), self._relock)
+        self._new_segment(now)
+        self.world.at(now + round(duration_s * PS_PER_S), self._relock)
 
     def _relock(self) -> None:
+        now = self.world.now_ps
+        self._catch_up(now)
         self.locked = True
         self._unlocked_offset = 0.0
-        self._new_segment()
+        self._new_segment(now)
 
     async def constraints(self) -> ClockConstraints:
         return ClockConstraints(self.params.max_steer_ppt)
@@ -117,5 +131,7 @@ class EmulatedRbClock(FrequencyReference):
     async def steer(self, offset_ppt: float) -> None:
         m = self.params.max_steer_ppt
         check_range(self.name, "offset_ppt", offset_ppt, -m, m)
+        now = self.world.now_ps
+        self._catch_up(now)
         self._steer_ppt = offset_ppt
-        self._new_segment()
+        self._new_segment(now)

@@ -97,7 +97,8 @@ class EmulatedLinkTagger(TimeTagger):
         self._rng = world.rng(name)
         self._sampler = FlatPoisson(self._rng)
         self._delays_ps = dict.fromkeys(link.channels, 0)
-        self._delay_array_ps = np.zeros(len(link.channels))  # the same in the order of link.channels, never mutated
+        self._delay_array_ps = np.zeros(len(link.channels))  # the same in the order of link.channels
+        self._delays_latched = False  # an acquisition under way holds _delay_array_ps: copy before a change
         self._buffer_rate_hz = params.buffer_rate_hz
         self._choked_until_ps = -1
         self._overflows = 0
@@ -120,9 +121,10 @@ class EmulatedLinkTagger(TimeTagger):
         if not -m <= delay_ps <= m:
             check_range(self.name, f"input delay of channel {channel} (ps)", delay_ps, -m, m)
         self._delays_ps[channel] = int(delay_ps)
-        delays = self._delay_array_ps.copy()  # a new array: an acquisition under way latched the old one
-        delays[self.link.channel_index[channel]] = self._delays_ps[channel]
-        self._delay_array_ps = delays
+        if self._delays_latched:
+            self._delay_array_ps = self._delay_array_ps.copy()
+            self._delays_latched = False
+        self._delay_array_ps[self.link.channel_index[channel]] = self._delays_ps[channel]
 
     async def acquire(self, request: AcquisitionRequest) -> Acquisition:
         if self.fidelity == "tags":
@@ -131,6 +133,7 @@ class EmulatedLinkTagger(TimeTagger):
         t0 = self.world.now_ps
         offset0 = self.link.offset_ps(t0)
         delays = self._delay_array_ps  # latched at the start, as setInputDelay acts on new tags
+        self._delays_latched = True
 
         def sample() -> Acquisition:
             t1 = self.world.now_ps
