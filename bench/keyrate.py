@@ -15,6 +15,10 @@ EC_EFFICIENCY_SEED = 1.09
 
 def binary_entropy(p: float | np.ndarray) -> float | np.ndarray:
     """h(p) in bits; h(0) = h(1) = 0."""
+    if isinstance(p, float):  # the per-block scalar, without clip/errstate/nan_to_num (0.7 µs, not 20)
+        if not 0.0 < p < 1.0:
+            return 0.0  # at or beyond an end (clipped there, as below), or nan: h is 0
+        return float(-p * np.log2(p) - (1.0 - p) * np.log2(1.0 - p))  # numpy's log2: the array path's bits
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -p * np.log2(p) - (1 - p) * np.log2(1 - p)
