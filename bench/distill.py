@@ -60,7 +60,8 @@ class DistillationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = True
+    enabled: bool = Field(True, description=(
+        "distil key for real; false: every key block is booked at the asymptotic estimate N_z[1 − f·h(E_z) − h(E_x)]"))
     fraction: float = Field(1.0, gt=0, le=1, description=(
         "share of key-mode acquisitions whose coincidences are distilled for real (1: all of them, 'full'"
         " distillation); the secret key of the rest is booked at the secret fraction the distilled blocks"
@@ -72,8 +73,10 @@ class DistillationSettings(BaseModel):
         " opt7: f = 1.050 in ~400 round trips per block; opt8: f = 1.045 in ~1700; ci/bench.py --only cascade)"))
     finite_key: bool = Field(True, description=(
         "secret length by the finite-key bound of bench/finitekey.py; false: asymptotic n[1 - h(e_X)] - leak"))
-    eps_sec: float = Field(EPS_SEC_DEFAULT, gt=0, lt=1)
-    eps_cor: float = Field(EPS_COR_DEFAULT, gt=0, lt=1)
+    eps_sec: float = Field(EPS_SEC_DEFAULT, gt=0, lt=1, description=(
+        "secrecy parameter of the finite-key bound: the distilled key is ε_sec-close to ideal"))
+    eps_cor: float = Field(EPS_COR_DEFAULT, gt=0, lt=1, description=(
+        "correctness parameter: bound on the probability that the two parties' keys differ after verification"))
     channel_latency_s: float = Field(2.5e-4, ge=0, description=(
         "one-way latency of the classical channel, s (default: 50 km of fibre at 5 µs/km)"))
 

@@ -48,6 +48,16 @@ METRIC_MEANINGS: dict[str, str] = {
     "efficiency_variation_max": "worst 1 s sample of 1 − polarization efficiency / best, worse node, fraction",
     "ec_efficiency": "error-correction inefficiency f of the distilled blocks (leak / n·h(QBER))",
     "worst_recovery_s": "longest link-level fault episode, from its first sign to key generation, s",
+    "sync_residual_fraction_above_12ps": ("share of tracked acquisitions whose |true offset − compensation"
+                                          " applied| is 12 ps or more (seed 000: \"drift within 12 ps\"), 0..1"),
+    "qber_z_ci95_low": "lower end of the 95 % Clopper–Pearson interval of qber_z_mean, fraction",
+    "qber_z_ci95_high": "upper end of the 95 % Clopper–Pearson interval of qber_z_mean, fraction",
+    "qber_x_ci95_low": "lower end of the 95 % Clopper–Pearson interval of qber_x_mean, fraction",
+    "qber_x_ci95_high": "upper end of the 95 % Clopper–Pearson interval of qber_x_mean, fraction",
+    "sifted_bits_z": "sifted Z-basis bits of the run (the key), bit",
+    "sifted_bits_x": "sifted X-basis bits of the run (the phase-error test), bit",
+    "key_blocks": ("key blocks of stack.key_block_s the stack closed (the points of the QBER and key-rate"
+                   " series), count"),
 }
 METRICS = tuple(METRIC_MEANINGS)
 Metric = Literal[METRICS]  # type: ignore[valid-type]
